@@ -1,0 +1,209 @@
+"""The friendly, PyTorch-style API: ``conv``, ``conv1d/2d/3d`` and the lax reference.
+
+Arguments are checked here, in Python, before anything is traced: wrong
+ranks, channel and group mismatches, bad bias, windows that do not fit and
+non-float dtypes raise ``ValueError``/``TypeError`` naming the argument and
+the shapes. :func:`lax_conv` takes the same arguments and the same checks, and
+computes with ``jax.lax.conv_general_dilated`` on the same geometry: it is the
+reference for tests, ``jaxconv compare`` and ``--conv lax`` in training.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxconv._conv import ConvSpec, add_bias, apply_conv
+from jaxconv._geometry import check_windows_fit, conv_geometry
+from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
+
+Padding = int | str | tuple[int, ...] | tuple[tuple[int, int], ...]
+
+
+def _check_groups(groups: Any) -> int:
+    if isinstance(groups, bool):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    try:
+        groups = operator.index(groups)
+    except TypeError:
+        raise TypeError(f"groups must be an int, got {type(groups).__name__} {groups!r}") from None
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    return groups
+
+
+def canonicalize_dtype_arg(preferred_element_type: Any) -> Any:
+    return None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+
+
+def conv_spec(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    groups: Any,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    col2im_method: Col2imMethod = "pad_add",
+) -> ConvSpec:
+    """Validates the friendly API's arguments and returns the static :class:`ConvSpec`."""
+    if x.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}"
+        )
+    if w.ndim != x.ndim:
+        raise ValueError(
+            f"w must have shape (FN, C/groups, *kernel) with the rank of x: "
+            f"x has shape {x.shape}, w has shape {w.shape}"
+        )
+    for name, array in (("x", x), ("w", w)) + ((("b", b),) if b is not None else ()):
+        if not jnp.issubdtype(array.dtype, jnp.inexact):
+            raise TypeError(
+                f"{name} must be floating or complex to differentiate, got dtype {array.dtype}; "
+                "cast it first (for integer convolution use jaxconv.conv_general_dilated)"
+            )
+    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise TypeError(
+            f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}"
+            + (f", b {b.dtype}" if b is not None else "")
+        )
+    groups = _check_groups(groups)
+    channels, fn, per_group = x.shape[1], w.shape[0], w.shape[1]
+    if fn % groups:
+        raise ValueError(f"w has {fn} filters (w.shape={w.shape}), not divisible by groups={groups}")
+    if channels != groups * per_group:
+        raise ValueError(
+            f"x has C={channels} channels (x.shape={x.shape}) but w expects "
+            f"groups * w.shape[1] = {groups} * {per_group} = {groups * per_group} (w.shape={w.shape})"
+        )
+    if b is not None and b.shape != (fn,):
+        raise ValueError(f"b must have shape (FN,) = ({fn},) for w.shape={w.shape}, got {b.shape}")
+    if col2im_method not in COL2IM_METHODS:
+        raise ValueError(f"col2im_method must be one of {COL2IM_METHODS}, got {col2im_method!r}")
+    geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
+    check_windows_fit(geometry)
+    return ConvSpec(geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method)
+
+
+def conv(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: Padding = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: Any = None,
+    col2im_method: Col2imMethod = "pad_add",
+) -> jax.Array:
+    """N-d convolution as im2col + GEMM, differentiated by the note's formulas.
+
+    Cross-correlation, as in PyTorch and ``jax.lax``:
+    ``O[n, f, p] = sum_{c, k} W[f, c, k] I[n, g(f) * C/G + c, p * stride + k * dilation - pad_lo]``.
+
+    Args:
+      x: images ``(N, C, *spatial)``, 1 to 3 spatial dims, floating or complex.
+      w: filters ``(FN, C / groups, *kernel)``, same dtype as ``x``.
+      b: optional bias ``(FN,)``.
+      stride: int or per-dimension ints.
+      padding: int, per-dimension ints or ``(lo, hi)`` pairs (negative crops),
+        or ``"VALID"``, ``"SAME"``, ``"SAME_LOWER"``.
+      dilation: kernel dilation, int or per-dimension ints.
+      groups: feature groups; ``C`` and ``FN`` must be divisible by it.
+      precision: passed to every GEMM, forward and backward.
+      preferred_element_type: accumulation and output dtype of the GEMMs.
+      col2im_method: ``"pad_add"`` or ``"scatter_add"``, see :func:`jaxconv.col2im`.
+
+    Returns:
+      ``(N, FN, *out_spatial)``.
+
+    >>> x = jnp.ones((2, 3, 8, 8))
+    >>> w = jnp.ones((4, 3, 3, 3))
+    >>> conv(x, w, padding=1).shape
+    (2, 4, 8, 8)
+    >>> float(conv(x, w)[0, 0, 0, 0])
+    27.0
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    spec = conv_spec(
+        x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+    )
+    return apply_conv(x, w, b, spec)
+
+
+def _conv_of_rank(spatial_dims: int):
+    name = f"conv{spatial_dims}d"
+
+    def conv_nd(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, **kwargs: Any) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim != spatial_dims + 2:
+            raise ValueError(f"{name} expects x of rank {spatial_dims + 2} (N, C, {spatial_dims} spatial), got shape {x.shape}")
+        return conv(x, w, b, **kwargs)
+
+    conv_nd.__name__ = conv_nd.__qualname__ = name
+    conv_nd.__doc__ = f"""{spatial_dims}-d :func:`conv`: checks that ``x`` has {spatial_dims} spatial dims, then calls it.
+
+    >>> {name}(jnp.ones((1, 1{", 5" * spatial_dims})), jnp.ones((1, 1{", 3" * spatial_dims}))).shape
+    (1, 1{", 3" * spatial_dims})
+    """
+    return conv_nd
+
+
+conv1d = _conv_of_rank(1)
+conv2d = _conv_of_rank(2)
+conv3d = _conv_of_rank(3)
+
+
+def lax_conv(
+    x: jax.typing.ArrayLike,
+    w: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: Padding = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: Any = None,
+    col2im_method: Col2imMethod = "pad_add",
+) -> jax.Array:
+    """The reference: :func:`conv`'s signature and checks, computed by ``lax.conv_general_dilated``.
+
+    Differentiated by JAX's own rules for lax's convolution. ``col2im_method``
+    is accepted for a uniform signature and ignored.
+
+    >>> x, w = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
+    >>> bool(jnp.allclose(lax_conv(x, w, padding=1), conv(x, w, padding=1)))
+    True
+    """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    b = None if b is None else jnp.asarray(b)
+    spec = conv_spec(
+        x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+    )
+    return _lax_apply(x, w, b, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _lax_apply(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
+    geometry = spec.geometry
+    out = lax.conv_general_dilated(
+        x, w, geometry.stride, geometry.padding,
+        lhs_dilation=geometry.lhs_dilation, rhs_dilation=geometry.dilation,
+        feature_group_count=spec.groups, precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+    )
+    return add_bias(out, b)

@@ -1,0 +1,178 @@
+"""The convolution as im2col + GEMM, with the note's backward pass as its custom VJP.
+
+Each equation of ``bp-for-conv-layer.md`` is one function here:
+
+=================================  ==========================  ===================
+note                               shape (per group g)         function
+=================================  ==========================  ===================
+phi(I) = im2col(I)                 (N*OH*OW, C*FH*FW)          ``_im2col``
+F_f = W.reshape(FN, -1).T          (C*FH*FW, FN)               :func:`flatten_filters`
+O_f = phi(I) F_f                   (N*OH*OW, FN)               :func:`forward_gemm`
+dL/dF_f = phi(I)^T dL/dO_f         (C*FH*FW, FN)               :func:`filter_grad`
+dL/dphi(I) = dL/dO_f F_f^T         (N*OH*OW, C*FH*FW)          :func:`cols_grad`
+dL/dI = col2im(dL/dphi(I))         (N, C, H, W)                ``_col2im``
+dL/db = sum over rows of dL/dO_f   (FN,)                       :func:`bias_grad`
+=================================  ==========================  ===================
+
+The note writes ``F.reshape(-1, FN)``; that reads the (FN, C, FH, FW) filters
+in the wrong order. ``W.reshape(FN, -1).T`` is the matrix whose column ``f``
+is filter ``f`` flattened in im2col's ``(C, FH, FW)`` column order.
+
+Grouped convolutions (``groups = G``) split the channels of phi(I) and the
+filters into G blocks and run the same equations as a batch of G GEMMs: every
+array carries a group axis ``g``. The N images are stacked as rows, so
+``dL/dF_f`` sums over the whole batch in one GEMM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconv._geometry import ConvGeometry
+from jaxconv._im2col import Col2imMethod, _col2im, _im2col
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """Everything static about one convolution: the custom VJP's non-differentiable argument."""
+
+    geometry: ConvGeometry
+    groups: int = 1
+    precision: Any = None
+    preferred_element_type: np.dtype | None = None
+    col2im_method: Col2imMethod = "pad_add"
+
+
+# --- the note's equations -----------------------------------------------------
+
+
+def flatten_filters(w: jax.Array, groups: int) -> jax.Array:
+    """F_f = W.reshape(FN, -1).T, per group: ``(FN, C/G, *k) -> (G, C/G*prod(k), FN/G)``."""
+    fn, cin = w.shape[:2]
+    rows = cin * int(np.prod(w.shape[2:]))
+    return w.reshape(groups, fn // groups, rows).transpose(0, 2, 1)
+
+
+def unflatten_filters(w_flat: jax.Array, w_shape: tuple[int, ...]) -> jax.Array:
+    """The inverse of :func:`flatten_filters`: dL/dF_f back to the filters' shape."""
+    return w_flat.transpose(0, 2, 1).reshape(w_shape)
+
+
+def _grouped(cols: jax.Array, groups: int) -> jax.Array:
+    """Views phi(I) ``(N, P, C*K)`` as ``(N, P, G, C/G*K)``: channel-major columns split by group."""
+    batch, windows, width = cols.shape
+    return cols.reshape(batch, windows, groups, width // groups)
+
+
+def forward_gemm(cols: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+    """O_f = phi(I) F_f: ``(N, P, C*K) x (G, J, FN/G) -> (N, P, G, FN/G)``."""
+    groups = w_flat.shape[0]
+    return jnp.einsum(
+        "npgj,gjo->npgo", _grouped(cols, groups), w_flat,
+        precision=precision, preferred_element_type=preferred_element_type,
+    )
+
+
+def filter_grad(cols: jax.Array, dout_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+    """dL/dF_f = phi(I)^T dL/dO_f, summed over the N images: ``-> (G, J, FN/G)``."""
+    groups = dout_flat.shape[2]
+    return jnp.einsum(
+        "npgj,npgo->gjo", _grouped(cols, groups), dout_flat,
+        precision=precision, preferred_element_type=preferred_element_type,
+    )
+
+
+def cols_grad(dout_flat: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+    """dL/dphi(I) = dL/dO_f F_f^T: ``(N, P, G, FN/G) x (G, J, FN/G) -> (N, P, C*K)``."""
+    batch, windows, groups, _ = dout_flat.shape
+    dcols = jnp.einsum(
+        "npgo,gjo->npgj", dout_flat, w_flat,
+        precision=precision, preferred_element_type=preferred_element_type,
+    )
+    return dcols.reshape(batch, windows, groups * w_flat.shape[1])
+
+
+def bias_grad(dout_flat: jax.Array) -> jax.Array:
+    """dL/db: every output position adds b, so its gradient sums dL/dO_f over rows."""
+    return dout_flat.sum(axis=(0, 1)).reshape(-1)
+
+
+# --- layout between O_f and the (N, FN, *out) output ----------------------------
+
+
+def _to_output(out_flat: jax.Array, geometry: ConvGeometry) -> jax.Array:
+    """O_f ``(N, P, G, FN/G)`` -> ``(N, FN, *out_spatial)``."""
+    batch, windows, groups, per_group = out_flat.shape
+    out = out_flat.reshape(batch, windows, groups * per_group).transpose(0, 2, 1)
+    return out.reshape((batch, groups * per_group) + geometry.out_spatial)
+
+
+def _from_output(dout: jax.Array, spec: ConvSpec) -> jax.Array:
+    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f ``(N, P, G, FN/G)``: the adjoint of :func:`_to_output`."""
+    batch, fn = dout.shape[:2]
+    rows = dout.reshape(batch, fn, spec.geometry.num_windows).transpose(0, 2, 1)
+    return rows.reshape(batch, spec.geometry.num_windows, spec.groups, fn // spec.groups)
+
+
+def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
+    """``out + b`` with ``b`` of shape (FN,) on the feature axis of ``(N, FN, *out)``."""
+    if b is None:
+        return out
+    return out + b.astype(out.dtype).reshape((1, -1) + (1,) * (out.ndim - 2))
+
+
+# --- forward and the custom VJP ---------------------------------------------------
+
+
+def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
+    """The forward pass, ``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, with no VJP attached."""
+    cols = _im2col(x, spec.geometry)
+    w_flat = flatten_filters(w, spec.groups)
+    out_flat = forward_gemm(
+        cols, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
+    )
+    return add_bias(_to_output(out_flat, spec.geometry), b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv_vjp(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
+    """:func:`conv_forward` whose backward pass is the note's formulas (:func:`_conv_bwd`)."""
+    return conv_forward(x, w, b, spec)
+
+
+def _conv_fwd(x, w, b, spec):
+    # The forward keeps x, not phi(I): inside one jit XLA computes the gather
+    # once either way, and outside it phi (FH*FW times x) is not held between
+    # the passes. benchmarks/RESULTS.md has the measurement.
+    return conv_forward(x, w, b, spec), (x, w, b)
+
+
+def _conv_bwd(spec, residuals, dout):
+    x, w, b = residuals
+    options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
+    cols = _im2col(x, spec.geometry).astype(dout.dtype)                # phi(I)
+    w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)        # F_f
+    dout_flat = _from_output(dout, spec)                               # dL/dO_f
+    dw_flat = filter_grad(cols, dout_flat, **options)                  # phi(I)^T dL/dO_f
+    dcols = cols_grad(dout_flat, w_flat, **options)                    # dL/dO_f F_f^T
+    dx = _col2im(dcols, spec.geometry, spec.col2im_method)             # col2im(dL/dphi)
+    dw = unflatten_filters(dw_flat, w.shape)
+    db = None if b is None else bias_grad(dout_flat).astype(b.dtype)
+    return dx.astype(x.dtype), dw.astype(w.dtype), db
+
+
+conv_vjp.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def apply_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
+    """Jitted entry point: the custom VJP for inexact dtypes, the plain forward for integers."""
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return conv_vjp(x, w, b, spec)
+    return conv_forward(x, w, b, spec)

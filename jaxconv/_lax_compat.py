@@ -1,0 +1,155 @@
+"""``jaxconv.conv_general_dilated``: a drop-in for ``jax.lax.conv_general_dilated``.
+
+Same signature and semantics (any ``dimension_numbers``, lhs and rhs
+dilation, negative padding, feature and batch groups, precision,
+``preferred_element_type``, zero-size inputs and empty outputs), computed by
+the im2col + GEMM custom VJP. Arguments lax would reject raise
+``ValueError``/``TypeError`` here, in Python, before anything reaches XLA.
+
+Layouts are handled by transposing to the canonical ``(N, C, *spatial)`` /
+``(O, I, *kernel)`` order of :mod:`jaxconv._conv` and back. Batch groups
+reduce to feature groups: with ``G`` batch groups the input's batch splits as
+``(G, N/G)``, group ``g`` meeting filters ``g*O/G:(g+1)*O/G``; moving ``G``
+next to the channels gives ``(N/G, G*C)``, which is exactly a ``G``-group
+feature-grouped convolution with the same filters.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxconv._api import canonicalize_dtype_arg
+from jaxconv._conv import ConvSpec, apply_conv
+from jaxconv._geometry import conv_geometry
+
+
+def _group_count(value: Any, name: str) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
+    """lax's rule: same kind (or int -> float), same signedness, never narrower."""
+    if preferred is None:
+        return
+    input_dtype, preferred = np.dtype(input_dtype), np.dtype(preferred)
+    int_to_float = jnp.issubdtype(input_dtype, jnp.integer) and jnp.issubdtype(preferred, jnp.floating)
+    if not int_to_float:
+        for kind in (jnp.integer, jnp.floating, jnp.complexfloating, jnp.bool_):
+            if jnp.issubdtype(input_dtype, kind) and not jnp.issubdtype(preferred, kind):
+                raise TypeError(
+                    f"preferred_element_type {preferred} is incompatible with input dtype {input_dtype}: "
+                    "allowed are (integral, integral), (integral, floating), (floating, floating), "
+                    "(complex, complex)"
+                )
+        if jnp.issubdtype(input_dtype, jnp.signedinteger) and not jnp.issubdtype(preferred, jnp.signedinteger):
+            raise TypeError(f"preferred_element_type {preferred} must be signed like input dtype {input_dtype}")
+    if preferred.itemsize < input_dtype.itemsize:
+        raise TypeError(f"preferred_element_type {preferred} must not be narrower than input dtype {input_dtype}")
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: lax.ConvGeneralDilatedDimensionNumbers = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """``jax.lax.conv_general_dilated``, computed as im2col + GEMM with the note's VJP.
+
+    Args:
+      lhs: input of rank ``n + 2``.
+      rhs: kernel of rank ``n + 2``.
+      window_strides: ``n`` positive ints.
+      padding: ``"SAME"``, ``"SAME_LOWER"``, ``"VALID"`` or ``n`` ``(lo, hi)`` pairs.
+      lhs_dilation: ``n`` positive ints (transposed convolution), or None.
+      rhs_dilation: ``n`` positive ints (atrous convolution), or None.
+      dimension_numbers: None (``NCHW``/``OIHW``/``NCHW``), a
+        ``lax.ConvDimensionNumbers``, or three strings such as
+        ``("NHWC", "HWIO", "NHWC")``.
+      feature_group_count: feature groups.
+      batch_group_count: batch groups.
+      precision: passed to the GEMMs.
+      preferred_element_type: accumulation and output dtype.
+
+    Returns:
+      The convolution, laid out by ``dimension_numbers``' output spec.
+
+    >>> x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+    >>> y = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    >>> y.shape, bool(jnp.allclose(y, lax.conv_general_dilated(
+    ...     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    ((2, 8, 8, 4), True)
+    """
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    if lhs.ndim != rhs.ndim:
+        raise TypeError(f"lhs and rhs must have the same rank, got lhs.shape={lhs.shape} and rhs.shape={rhs.shape}")
+    if lhs.ndim < 2:
+        raise TypeError(f"lhs and rhs need rank >= 2 (batch and feature dims), got lhs.shape={lhs.shape}")
+    if lhs.dtype != rhs.dtype:
+        raise TypeError(f"lhs and rhs must have the same dtype, got {lhs.dtype} and {rhs.dtype}")
+    dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    lhs_perm, rhs_perm, out_perm = (tuple(p) for p in dnums)
+    x, w = lhs.transpose(lhs_perm), rhs.transpose(rhs_perm)
+    spatial_dims = x.ndim - 2
+    if isinstance(window_strides, int) or len(window_strides) != spatial_dims:
+        raise ValueError(f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}")
+
+    feature_groups = _group_count(feature_group_count, "feature_group_count")
+    batch_groups = _group_count(batch_group_count, "batch_group_count")
+    if feature_groups > 1 and batch_groups > 1:
+        raise ValueError(
+            f"at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} may be > 1"
+        )
+    (batch, channels), (out_features, in_features) = x.shape[:2], w.shape[:2]
+    if channels % feature_groups or channels // feature_groups != in_features:
+        raise ValueError(
+            f"lhs feature size {channels} (lhs.shape={lhs.shape}) divided by feature_group_count="
+            f"{feature_groups} must equal the rhs input feature size {in_features} (rhs.shape={rhs.shape})"
+        )
+    groups = feature_groups * batch_groups
+    if out_features % groups:
+        raise ValueError(
+            f"rhs output feature size {out_features} (rhs.shape={rhs.shape}) must be a multiple of "
+            f"feature_group_count * batch_group_count = {groups}"
+        )
+    if batch % batch_groups:
+        raise ValueError(f"batch_group_count={batch_groups} must divide the lhs batch size {batch} (lhs.shape={lhs.shape})")
+    if isinstance(padding, str) or padding is None:
+        pads = padding
+    else:
+        try:
+            pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
+        except (TypeError, ValueError):
+            raise ValueError(f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}") from None
+    geometry = conv_geometry(
+        x.shape[2:], w.shape[2:], stride=tuple(window_strides), padding=pads,
+        dilation=1 if rhs_dilation is None else tuple(rhs_dilation),
+        lhs_dilation=1 if lhs_dilation is None else tuple(lhs_dilation),
+    )
+    preferred = canonicalize_dtype_arg(preferred_element_type)
+    check_preferred_element_type(x.dtype, preferred)
+
+    if batch_groups > 1:
+        x = x.reshape((batch_groups, batch // batch_groups) + x.shape[1:]).swapaxes(0, 1)
+        x = x.reshape((batch // batch_groups, batch_groups * channels) + x.shape[3:])
+    out = apply_conv(x, w, None, ConvSpec(geometry, groups, precision, preferred))
+    return out.transpose(tuple(np.argsort(out_perm)))
