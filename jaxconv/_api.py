@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._conv import ConvSpec, add_bias, apply_conv
-from jaxconv._geometry import check_windows_fit, conv_geometry
+from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
 
 Padding = int | str | tuple[int, ...] | tuple[tuple[int, int], ...]
@@ -53,6 +53,7 @@ def conv_spec(
     precision: Any = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
+    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
 ) -> ConvSpec:
     """Validates the friendly API's arguments and returns the static :class:`ConvSpec`."""
     if x.ndim not in (3, 4, 5):
@@ -90,7 +91,10 @@ def conv_spec(
         raise ValueError(f"col2im_method must be one of {COL2IM_METHODS}, got {col2im_method!r}")
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
-    return ConvSpec(geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method)
+    chunk = batch_chunk(geometry, x.shape[0], channels, x.dtype.itemsize, max_cols_bytes)
+    return ConvSpec(
+        geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method, chunk
+    )
 
 
 def conv(
@@ -105,6 +109,7 @@ def conv(
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
+    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
 ) -> jax.Array:
     """N-d convolution as im2col + GEMM, differentiated by the note's formulas.
 
@@ -123,6 +128,10 @@ def conv(
       precision: passed to every GEMM, forward and backward.
       preferred_element_type: accumulation and output dtype of the GEMMs.
       col2im_method: ``"pad_add"`` or ``"scatter_add"``, see :func:`jaxconv.col2im`.
+      max_cols_bytes: memory budget for phi(I). A batch whose phi(I) is larger
+        is processed in chunks of images (``lax.scan``) in the forward and the
+        backward pass, with identical results; None builds phi for the whole
+        batch at once. At least one image is processed at a time.
 
     Returns:
       ``(N, FN, *out_spatial)``.
@@ -139,6 +148,7 @@ def conv(
     spec = conv_spec(
         x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
         precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+        max_cols_bytes=max_cols_bytes,
     )
     return apply_conv(x, w, b, spec)
 
@@ -178,11 +188,12 @@ def lax_conv(
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
+    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
 ) -> jax.Array:
     """The reference: :func:`conv`'s signature and checks, computed by ``lax.conv_general_dilated``.
 
     Differentiated by JAX's own rules for lax's convolution. ``col2im_method``
-    is accepted for a uniform signature and ignored.
+    and ``max_cols_bytes`` are accepted for a uniform signature and ignored.
 
     >>> x, w = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
     >>> bool(jnp.allclose(lax_conv(x, w, padding=1), conv(x, w, padding=1)))
@@ -193,6 +204,7 @@ def lax_conv(
     spec = conv_spec(
         x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
         precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+        max_cols_bytes=max_cols_bytes,
     )
     return _lax_apply(x, w, b, spec)
 

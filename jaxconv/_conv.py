@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import Col2imMethod, _col2im, _im2col
@@ -47,6 +48,7 @@ class ConvSpec:
     precision: Any = None
     preferred_element_type: np.dtype | None = None
     col2im_method: Col2imMethod = "pad_add"
+    batch_chunk: int | None = None
 
 
 # --- the note's equations -----------------------------------------------------
@@ -65,59 +67,62 @@ def unflatten_filters(w_flat: jax.Array, w_shape: tuple[int, ...]) -> jax.Array:
 
 
 def _grouped(cols: jax.Array, groups: int) -> jax.Array:
-    """Views phi(I) ``(N, P, C*K)`` as ``(N, P, G, C/G*K)``: channel-major columns split by group."""
+    """phi(I) of N images ``(N, P, C*K)`` as ``(G, N*P, C/G*K)``: images stacked as rows, channels split by group.
+
+    The group axis leads so each GEMM below is a plain batched matmul (a
+    group axis in the middle costs XLA a slow transposing dot on CPU).
+    """
     batch, windows, width = cols.shape
-    return cols.reshape(batch, windows, groups, width // groups)
+    return cols.reshape(batch * windows, groups, width // groups).transpose(1, 0, 2)
 
 
 def forward_gemm(cols: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """O_f = phi(I) F_f: ``(N, P, C*K) x (G, J, FN/G) -> (N, P, G, FN/G)``."""
-    groups = w_flat.shape[0]
+    """O_f = phi(I) F_f: ``(N, P, C*K) x (G, J, FN/G) -> (G, N*P, FN/G)``."""
     return jnp.einsum(
-        "npgj,gjo->npgo", _grouped(cols, groups), w_flat,
+        "gmj,gjo->gmo", _grouped(cols, w_flat.shape[0]), w_flat,
         precision=precision, preferred_element_type=preferred_element_type,
     )
 
 
 def filter_grad(cols: jax.Array, dout_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """dL/dF_f = phi(I)^T dL/dO_f, summed over the N images: ``-> (G, J, FN/G)``."""
-    groups = dout_flat.shape[2]
+    """dL/dF_f = phi(I)^T dL/dO_f, summed over the N images by the row contraction: ``-> (G, J, FN/G)``."""
     return jnp.einsum(
-        "npgj,npgo->gjo", _grouped(cols, groups), dout_flat,
+        "gmj,gmo->gjo", _grouped(cols, dout_flat.shape[0]), dout_flat,
         precision=precision, preferred_element_type=preferred_element_type,
     )
 
 
-def cols_grad(dout_flat: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """dL/dphi(I) = dL/dO_f F_f^T: ``(N, P, G, FN/G) x (G, J, FN/G) -> (N, P, C*K)``."""
-    batch, windows, groups, _ = dout_flat.shape
+def cols_grad(dout_flat: jax.Array, w_flat: jax.Array, *, batch: int, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+    """dL/dphi(I) = dL/dO_f F_f^T: ``(G, N*P, FN/G) x (G, J, FN/G) -> (N, P, C*K)``, phi's layout."""
+    groups, rows, per_group = w_flat.shape[0], dout_flat.shape[1], w_flat.shape[1]
     dcols = jnp.einsum(
-        "npgo,gjo->npgj", dout_flat, w_flat,
+        "gmo,gjo->gmj", dout_flat, w_flat,
         precision=precision, preferred_element_type=preferred_element_type,
     )
-    return dcols.reshape(batch, windows, groups * w_flat.shape[1])
+    return dcols.transpose(1, 0, 2).reshape(batch, rows // batch, groups * per_group)
 
 
 def bias_grad(dout_flat: jax.Array) -> jax.Array:
-    """dL/db: every output position adds b, so its gradient sums dL/dO_f over rows."""
-    return dout_flat.sum(axis=(0, 1)).reshape(-1)
+    """dL/db: every row of O_f adds b, so its gradient sums dL/dO_f over the rows: ``-> (FN,)``."""
+    return dout_flat.sum(axis=1).reshape(-1)
 
 
 # --- layout between O_f and the (N, FN, *out) output ----------------------------
 
 
-def _to_output(out_flat: jax.Array, geometry: ConvGeometry) -> jax.Array:
-    """O_f ``(N, P, G, FN/G)`` -> ``(N, FN, *out_spatial)``."""
-    batch, windows, groups, per_group = out_flat.shape
-    out = out_flat.reshape(batch, windows, groups * per_group).transpose(0, 2, 1)
+def _to_output(out_flat: jax.Array, geometry: ConvGeometry, batch: int) -> jax.Array:
+    """O_f ``(G, N*P, FN/G)`` -> ``(N, FN, *out_spatial)``."""
+    groups, _, per_group = out_flat.shape
+    out = out_flat.reshape(groups, batch, geometry.num_windows, per_group).transpose(1, 0, 3, 2)
     return out.reshape((batch, groups * per_group) + geometry.out_spatial)
 
 
 def _from_output(dout: jax.Array, spec: ConvSpec) -> jax.Array:
-    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f ``(N, P, G, FN/G)``: the adjoint of :func:`_to_output`."""
+    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f ``(G, N*P, FN/G)``: the adjoint of :func:`_to_output`."""
     batch, fn = dout.shape[:2]
-    rows = dout.reshape(batch, fn, spec.geometry.num_windows).transpose(0, 2, 1)
-    return rows.reshape(batch, spec.geometry.num_windows, spec.groups, fn // spec.groups)
+    windows = spec.geometry.num_windows
+    rows = dout.reshape(batch, spec.groups, fn // spec.groups, windows).transpose(1, 0, 3, 2)
+    return rows.reshape(spec.groups, batch * windows, fn // spec.groups)
 
 
 def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -130,14 +135,38 @@ def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
 # --- forward and the custom VJP ---------------------------------------------------
 
 
+def _over_batch_chunks(body, carry, arrays, chunk):
+    """``carry, y = body(carry, *chunk_of_arrays)`` over the batch axis, ``chunk`` images at a time.
+
+    Full chunks go through one ``lax.scan`` (so phi(I) exists for one chunk at a
+    time), the remainder through one more call; the ``y`` are concatenated.
+    """
+    batch = arrays[0].shape[0]
+    if chunk is None or chunk >= batch:
+        return body(carry, *arrays)
+    full = batch - batch % chunk
+    stacked = [a[:full].reshape((full // chunk, chunk) + a.shape[1:]) for a in arrays]
+    carry, ys = lax.scan(lambda c, xs: body(c, *xs), carry, stacked)
+    ys = ys.reshape((full,) + ys.shape[2:])
+    if full == batch:
+        return carry, ys
+    carry, tail = body(carry, *[a[full:] for a in arrays])
+    return carry, jnp.concatenate([ys, tail])
+
+
 def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
     """The forward pass, ``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, with no VJP attached."""
-    cols = _im2col(x, spec.geometry)
-    w_flat = flatten_filters(w, spec.groups)
-    out_flat = forward_gemm(
-        cols, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
-    )
-    return add_bias(_to_output(out_flat, spec.geometry), b)
+    w_flat = flatten_filters(w, spec.groups)                           # F_f
+
+    def chunk_forward(carry, x_chunk):
+        cols = _im2col(x_chunk, spec.geometry)                         # phi(I)
+        out_flat = forward_gemm(                                       # O_f = phi(I) F_f
+            cols, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
+        )
+        return carry, _to_output(out_flat, spec.geometry, x_chunk.shape[0])
+
+    _, out = _over_batch_chunks(chunk_forward, (), [x], spec.batch_chunk)
+    return add_bias(out, b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -147,23 +176,27 @@ def conv_vjp(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) ->
 
 
 def _conv_fwd(x, w, b, spec):
-    # The forward keeps x, not phi(I): inside one jit XLA computes the gather
-    # once either way, and outside it phi (FH*FW times x) is not held between
-    # the passes. benchmarks/RESULTS.md has the measurement.
+    # The forward keeps x, not phi(I), and the backward rebuilds phi chunk by
+    # chunk: phi is FH*FW/stride^2 times the size of x, and holding it between
+    # the passes costs that memory for no speed (benchmarks/RESULTS.md).
     return conv_forward(x, w, b, spec), (x, w, b)
 
 
 def _conv_bwd(spec, residuals, dout):
     x, w, b = residuals
     options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
-    cols = _im2col(x, spec.geometry).astype(dout.dtype)                # phi(I)
     w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)        # F_f
-    dout_flat = _from_output(dout, spec)                               # dL/dO_f
-    dw_flat = filter_grad(cols, dout_flat, **options)                  # phi(I)^T dL/dO_f
-    dcols = cols_grad(dout_flat, w_flat, **options)                    # dL/dO_f F_f^T
-    dx = _col2im(dcols, spec.geometry, spec.col2im_method)             # col2im(dL/dphi)
+
+    def chunk_backward(dw_flat, x_chunk, dout_chunk):
+        cols = _im2col(x_chunk, spec.geometry).astype(dout.dtype)      # phi(I)
+        dout_flat = _from_output(dout_chunk, spec)                     # dL/dO_f
+        dw_flat = dw_flat + filter_grad(cols, dout_flat, **options)    # phi(I)^T dL/dO_f
+        dcols = cols_grad(dout_flat, w_flat, batch=x_chunk.shape[0], **options)                # dL/dO_f F_f^T
+        return dw_flat, _col2im(dcols, spec.geometry, spec.col2im_method)  # col2im(dL/dphi)
+
+    dw_flat, dx = _over_batch_chunks(chunk_backward, jnp.zeros_like(w_flat), [x, dout], spec.batch_chunk)
     dw = unflatten_filters(dw_flat, w.shape)
-    db = None if b is None else bias_grad(dout_flat).astype(b.dtype)
+    db = None if b is None else bias_grad(_from_output(dout, spec)).astype(b.dtype)
     return dx.astype(x.dtype), dw.astype(w.dtype), db
 
 

@@ -237,6 +237,29 @@ def conv_geometry(
     return geometry
 
 
+DEFAULT_MAX_COLS_BYTES = 32 * 2**20
+
+
+def batch_chunk(geometry: ConvGeometry, batch: int, channels: int, itemsize: int, max_cols_bytes: int | None) -> int | None:
+    """Images per chunk so that one chunk's phi(I) fits in ``max_cols_bytes``; None when all fit.
+
+    phi(I) of one image holds ``OH*OW * C*FH*FW`` elements. At least one image
+    is processed at a time, whatever the budget.
+
+    >>> batch_chunk(conv_geometry((32, 32), (3, 3), padding=1), 64, 64, 4, 32 * 2**20)
+    14
+    >>> batch_chunk(conv_geometry((32, 32), (3, 3), padding=1), 64, 64, 4, None) is None
+    True
+    """
+    if max_cols_bytes is None:
+        return None
+    if isinstance(max_cols_bytes, bool) or not isinstance(max_cols_bytes, int) or max_cols_bytes < 1:
+        raise ValueError(f"max_cols_bytes must be a positive int or None, got {max_cols_bytes!r}")
+    per_image = geometry.num_windows * channels * geometry.window_size * itemsize
+    chunk = max(1, max_cols_bytes // max(per_image, 1))
+    return None if chunk >= batch else chunk
+
+
 def check_windows_fit(geometry: ConvGeometry, *, what: str = "kernel") -> None:
     """Raises ValueError when no window fits, i.e. the output would be empty."""
     if geometry.num_windows == 0:

@@ -27,7 +27,7 @@ from jax import lax
 
 from jaxconv._api import canonicalize_dtype_arg
 from jaxconv._conv import ConvSpec, apply_conv
-from jaxconv._geometry import conv_geometry
+from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, conv_geometry
 
 
 def _group_count(value: Any, name: str) -> int:
@@ -151,5 +151,6 @@ def conv_general_dilated(
     if batch_groups > 1:
         x = x.reshape((batch_groups, batch // batch_groups) + x.shape[1:]).swapaxes(0, 1)
         x = x.reshape((batch // batch_groups, batch_groups * channels) + x.shape[3:])
-    out = apply_conv(x, w, None, ConvSpec(geometry, groups, precision, preferred))
+    chunk = batch_chunk(geometry, x.shape[0], x.shape[1], x.dtype.itemsize, DEFAULT_MAX_COLS_BYTES)
+    out = apply_conv(x, w, None, ConvSpec(geometry, groups, precision, preferred, batch_chunk=chunk))
     return out.transpose(tuple(np.argsort(out_perm)))
