@@ -57,9 +57,7 @@ def conv_spec(
 ) -> ConvSpec:
     """Validates the friendly API's arguments and returns the static :class:`ConvSpec`."""
     if x.ndim not in (3, 4, 5):
-        raise ValueError(
-            f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}"
-        )
+        raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
     if w.ndim != x.ndim:
         raise ValueError(
             f"w must have shape (FN, C/groups, *kernel) with the rank of x: "
@@ -73,8 +71,7 @@ def conv_spec(
             )
     if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
         raise TypeError(
-            f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}"
-            + (f", b {b.dtype}" if b is not None else "")
+            f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}" + (f", b {b.dtype}" if b is not None else "")
         )
     groups = _check_groups(groups)
     channels, fn, per_group = x.shape[1], w.shape[0], w.shape[1]
@@ -92,9 +89,7 @@ def conv_spec(
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
     chunk = batch_chunk(geometry, x.shape[0], channels, x.dtype.itemsize, max_cols_bytes)
-    return ConvSpec(
-        geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method, chunk
-    )
+    return ConvSpec(geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method, chunk)
 
 
 def conv(
@@ -146,8 +141,16 @@ def conv(
     x, w = jnp.asarray(x), jnp.asarray(w)
     b = None if b is None else jnp.asarray(b)
     spec = conv_spec(
-        x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        col2im_method=col2im_method,
         max_cols_bytes=max_cols_bytes,
     )
     return apply_conv(x, w, b, spec)
@@ -156,14 +159,18 @@ def conv(
 def _conv_of_rank(spatial_dims: int):
     name = f"conv{spatial_dims}d"
 
-    def conv_nd(x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, **kwargs: Any) -> jax.Array:
+    def conv_nd(
+        x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, **kwargs: Any
+    ) -> jax.Array:
         x = jnp.asarray(x)
         if x.ndim != spatial_dims + 2:
-            raise ValueError(f"{name} expects x of rank {spatial_dims + 2} (N, C, {spatial_dims} spatial), got shape {x.shape}")
+            raise ValueError(
+                f"{name} expects x of rank {spatial_dims + 2} (N, C, {spatial_dims} spatial), got shape {x.shape}"
+            )
         return conv(x, w, b, **kwargs)
 
     conv_nd.__name__ = conv_nd.__qualname__ = name
-    conv_nd.__doc__ = f"""{spatial_dims}-d :func:`conv`: checks that ``x`` has {spatial_dims} spatial dims, then calls it.
+    conv_nd.__doc__ = f"""{spatial_dims}-d :func:`conv`: checks that ``x`` has rank {spatial_dims + 2}, then calls it.
 
     >>> {name}(jnp.ones((1, 1{", 5" * spatial_dims})), jnp.ones((1, 1{", 3" * spatial_dims}))).shape
     (1, 1{", 3" * spatial_dims})
@@ -202,8 +209,16 @@ def lax_conv(
     x, w = jnp.asarray(x), jnp.asarray(w)
     b = None if b is None else jnp.asarray(b)
     spec = conv_spec(
-        x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        precision=precision, preferred_element_type=preferred_element_type, col2im_method=col2im_method,
+        x,
+        w,
+        b,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        col2im_method=col2im_method,
         max_cols_bytes=max_cols_bytes,
     )
     return _lax_apply(x, w, b, spec)
@@ -213,9 +228,14 @@ def lax_conv(
 def _lax_apply(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
     geometry = spec.geometry
     out = lax.conv_general_dilated(
-        x, w, geometry.stride, geometry.padding,
-        lhs_dilation=geometry.lhs_dilation, rhs_dilation=geometry.dilation,
-        feature_group_count=spec.groups, precision=spec.precision,
+        x,
+        w,
+        geometry.stride,
+        geometry.padding,
+        lhs_dilation=geometry.lhs_dilation,
+        rhs_dilation=geometry.dilation,
+        feature_group_count=spec.groups,
+        precision=spec.precision,
         preferred_element_type=spec.preferred_element_type,
     )
     return add_bias(out, b)

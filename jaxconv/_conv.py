@@ -3,25 +3,35 @@
 Each equation of ``bp-for-conv-layer.md`` is one function here:
 
 =================================  ==========================  ===================
-note                               shape (per group g)         function
+note                               shape (per group)           function
 =================================  ==========================  ===================
-phi(I) = im2col(I)                 (N*OH*OW, C*FH*FW)          ``_im2col``
+phi(I) = im2col(I)                 (N*OH*OW, C*FH*FW)          ``_im2col_t`` (as phi^T)
 F_f = W.reshape(FN, -1).T          (C*FH*FW, FN)               :func:`flatten_filters`
 O_f = phi(I) F_f                   (N*OH*OW, FN)               :func:`forward_gemm`
 dL/dF_f = phi(I)^T dL/dO_f         (C*FH*FW, FN)               :func:`filter_grad`
 dL/dphi(I) = dL/dO_f F_f^T         (N*OH*OW, C*FH*FW)          :func:`cols_grad`
-dL/dI = col2im(dL/dphi(I))         (N, C, H, W)                ``_col2im``
+dL/dI = col2im(dL/dphi(I))         (N, C, H, W)                ``_col2im_t``
 dL/db = sum over rows of dL/dO_f   (FN,)                       :func:`bias_grad`
 =================================  ==========================  ===================
 
-The note writes ``F.reshape(-1, FN)``; that reads the (FN, C, FH, FW) filters
-in the wrong order. ``W.reshape(FN, -1).T`` is the matrix whose column ``f``
-is filter ``f`` flattened in im2col's ``(C, FH, FW)`` column order.
+The N images of a batch are stacked as rows of phi(I), so dL/dF_f sums over
+the batch inside one GEMM.
 
-Grouped convolutions (``groups = G``) split the channels of phi(I) and the
-filters into G blocks and run the same equations as a batch of G GEMMs: every
-array carries a group axis ``g``. The N images are stacked as rows, so
-``dL/dF_f`` sums over the whole batch in one GEMM.
+**Layout.** The arrays are held transposed: ``phi_t = phi(I)^T`` of shape
+``(C*FH*FW, N*OH*OW)``, ``out_t = O_f^T`` and ``dout_t = (dL/dO_f)^T`` of shape
+``(FN, N*OH*OW)``, the natural layout of an ``(N, FN, OH, OW)`` output. The
+equations are the note's, transposed where the layout asks: ``O_f^T = F_f^T
+phi^T`` and ``(dL/dphi)^T = F_f (dL/dO_f)^T``. Measured on CPU, this gather
+layout and these plain matmuls beat the untransposed ones by 20-40%
+(``benchmarks/RESULTS.md``).
+
+**Filters.** The note writes ``F.reshape(-1, FN)``; that reads the (FN, C,
+FH, FW) filters in the wrong order. ``W.reshape(FN, -1).T`` is the matrix
+whose column ``f`` is filter ``f`` flattened in im2col's ``(C, FH, FW)`` order.
+
+**Groups.** A grouped convolution (``groups = G``) splits phi's rows of
+channels and the filters into G blocks; every array carries a leading group
+axis and each GEMM is a batch of G matmuls.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._geometry import ConvGeometry
-from jaxconv._im2col import Col2imMethod, _col2im, _im2col
+from jaxconv._im2col import Col2imMethod, _col2im_t, _im2col_t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +65,14 @@ class ConvSpec:
 
 
 def flatten_filters(w: jax.Array, groups: int) -> jax.Array:
-    """F_f = W.reshape(FN, -1).T, per group: ``(FN, C/G, *k) -> (G, C/G*prod(k), FN/G)``."""
-    fn, cin = w.shape[:2]
-    rows = cin * int(np.prod(w.shape[2:]))
+    """F_f = W.reshape(FN, -1).T, per group: ``(FN, C/G, *k) -> (G, C/G*prod(k), FN/G)``.
+
+    >>> w = jnp.arange(2 * 3 * 2 * 2.0).reshape(2, 3, 2, 2)  # FN=2 filters
+    >>> bool((flatten_filters(w, 1)[0] == w.reshape(2, -1).T).all())
+    True
+    """
+    fn, per_group = w.shape[:2]
+    rows = per_group * int(np.prod(w.shape[2:]))
     return w.reshape(groups, fn // groups, rows).transpose(0, 2, 1)
 
 
@@ -66,63 +81,77 @@ def unflatten_filters(w_flat: jax.Array, w_shape: tuple[int, ...]) -> jax.Array:
     return w_flat.transpose(0, 2, 1).reshape(w_shape)
 
 
-def _grouped(cols: jax.Array, groups: int) -> jax.Array:
-    """phi(I) of N images ``(N, P, C*K)`` as ``(G, N*P, C/G*K)``: images stacked as rows, channels split by group.
+def _grouped(phi_t: jax.Array, groups: int) -> jax.Array:
+    """phi^T ``(C*K, M)`` as ``(G, C/G*K, M)``: phi's columns are channel-major, so groups are contiguous."""
+    return phi_t.reshape(groups, phi_t.shape[0] // groups, phi_t.shape[1])
 
-    The group axis leads so each GEMM below is a plain batched matmul (a
-    group axis in the middle costs XLA a slow transposing dot on CPU).
+
+def forward_gemm(
+    phi_t: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+) -> jax.Array:
+    """O_f = phi(I) F_f, computed as O_f^T = F_f^T phi^T: ``(C*K, M) x (G, J, FN/G) -> (G, FN/G, M)``.
+
+    >>> phi = jnp.arange(6.0).reshape(3, 2)        # M=3 windows, C*K=2
+    >>> f_f = jnp.array([[1.0], [10.0]])[None]     # one group, FN=1
+    >>> forward_gemm(phi.T, f_f)[0, 0]             # phi @ F_f
+    Array([10., 32., 54.], dtype=float32)
     """
-    batch, windows, width = cols.shape
-    return cols.reshape(batch * windows, groups, width // groups).transpose(1, 0, 2)
-
-
-def forward_gemm(cols: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """O_f = phi(I) F_f: ``(N, P, C*K) x (G, J, FN/G) -> (G, N*P, FN/G)``."""
     return jnp.einsum(
-        "gmj,gjo->gmo", _grouped(cols, w_flat.shape[0]), w_flat,
-        precision=precision, preferred_element_type=preferred_element_type,
+        "gjo,gjm->gom",
+        w_flat,
+        _grouped(phi_t, w_flat.shape[0]),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
     )
 
 
-def filter_grad(cols: jax.Array, dout_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """dL/dF_f = phi(I)^T dL/dO_f, summed over the N images by the row contraction: ``-> (G, J, FN/G)``."""
+def filter_grad(
+    phi_t: jax.Array, dout_t: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+) -> jax.Array:
+    """dL/dF_f = phi(I)^T dL/dO_f, summed over all rows (every image): ``-> (G, J, FN/G)``."""
     return jnp.einsum(
-        "gmj,gmo->gjo", _grouped(cols, dout_flat.shape[0]), dout_flat,
-        precision=precision, preferred_element_type=preferred_element_type,
+        "gjm,gom->gjo",
+        _grouped(phi_t, dout_t.shape[0]),
+        dout_t,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
     )
 
 
-def cols_grad(dout_flat: jax.Array, w_flat: jax.Array, *, batch: int, precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
-    """dL/dphi(I) = dL/dO_f F_f^T: ``(G, N*P, FN/G) x (G, J, FN/G) -> (N, P, C*K)``, phi's layout."""
-    groups, rows, per_group = w_flat.shape[0], dout_flat.shape[1], w_flat.shape[1]
-    dcols = jnp.einsum(
-        "gmo,gjo->gmj", dout_flat, w_flat,
-        precision=precision, preferred_element_type=preferred_element_type,
+def cols_grad(
+    dout_t: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+) -> jax.Array:
+    """dL/dphi(I) = dL/dO_f F_f^T, computed as its transpose F_f dL/dO_f^T: ``-> (C*K, M)``, phi^T's layout."""
+    dphi_t = jnp.einsum(
+        "gjo,gom->gjm",
+        w_flat,
+        dout_t,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
     )
-    return dcols.transpose(1, 0, 2).reshape(batch, rows // batch, groups * per_group)
+    return dphi_t.reshape(-1, dout_t.shape[2])
 
 
-def bias_grad(dout_flat: jax.Array) -> jax.Array:
+def bias_grad(dout_t: jax.Array) -> jax.Array:
     """dL/db: every row of O_f adds b, so its gradient sums dL/dO_f over the rows: ``-> (FN,)``."""
-    return dout_flat.sum(axis=1).reshape(-1)
+    return dout_t.sum(axis=2).reshape(-1)
 
 
-# --- layout between O_f and the (N, FN, *out) output ----------------------------
+# --- layout between O_f^T and the (N, FN, *out) output ---------------------------
 
 
-def _to_output(out_flat: jax.Array, geometry: ConvGeometry, batch: int) -> jax.Array:
-    """O_f ``(G, N*P, FN/G)`` -> ``(N, FN, *out_spatial)``."""
-    groups, _, per_group = out_flat.shape
-    out = out_flat.reshape(groups, batch, geometry.num_windows, per_group).transpose(1, 0, 3, 2)
-    return out.reshape((batch, groups * per_group) + geometry.out_spatial)
+def _to_output(out_t: jax.Array, geometry: ConvGeometry, batch: int) -> jax.Array:
+    """O_f^T ``(G, FN/G, N*P)`` -> ``(N, FN, *out_spatial)``."""
+    fn = out_t.shape[0] * out_t.shape[1]
+    out = out_t.reshape(fn, batch, geometry.num_windows).swapaxes(0, 1)
+    return out.reshape((batch, fn) + geometry.out_spatial)
 
 
 def _from_output(dout: jax.Array, spec: ConvSpec) -> jax.Array:
-    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f ``(G, N*P, FN/G)``: the adjoint of :func:`_to_output`."""
+    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f^T ``(G, FN/G, N*P)``: the adjoint of :func:`_to_output`."""
     batch, fn = dout.shape[:2]
-    windows = spec.geometry.num_windows
-    rows = dout.reshape(batch, spec.groups, fn // spec.groups, windows).transpose(1, 0, 3, 2)
-    return rows.reshape(spec.groups, batch * windows, fn // spec.groups)
+    rows = dout.reshape(batch, fn, spec.geometry.num_windows).swapaxes(0, 1)
+    return rows.reshape(spec.groups, fn // spec.groups, batch * spec.geometry.num_windows)
 
 
 def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -156,14 +185,14 @@ def _over_batch_chunks(body, carry, arrays, chunk):
 
 def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
     """The forward pass, ``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, with no VJP attached."""
-    w_flat = flatten_filters(w, spec.groups)                           # F_f
+    w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, x_chunk):
-        cols = _im2col(x_chunk, spec.geometry)                         # phi(I)
-        out_flat = forward_gemm(                                       # O_f = phi(I) F_f
-            cols, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
+        phi_t = _im2col_t(x_chunk, spec.geometry)  # phi(I)^T
+        out_t = forward_gemm(  # O_f = phi(I) F_f
+            phi_t, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
         )
-        return carry, _to_output(out_flat, spec.geometry, x_chunk.shape[0])
+        return carry, _to_output(out_t, spec.geometry, x_chunk.shape[0])
 
     _, out = _over_batch_chunks(chunk_forward, (), [x], spec.batch_chunk)
     return add_bias(out, b)
@@ -185,14 +214,15 @@ def _conv_fwd(x, w, b, spec):
 def _conv_bwd(spec, residuals, dout):
     x, w, b = residuals
     options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
-    w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)        # F_f
+    w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
 
     def chunk_backward(dw_flat, x_chunk, dout_chunk):
-        cols = _im2col(x_chunk, spec.geometry).astype(dout.dtype)      # phi(I)
-        dout_flat = _from_output(dout_chunk, spec)                     # dL/dO_f
-        dw_flat = dw_flat + filter_grad(cols, dout_flat, **options)    # phi(I)^T dL/dO_f
-        dcols = cols_grad(dout_flat, w_flat, batch=x_chunk.shape[0], **options)                # dL/dO_f F_f^T
-        return dw_flat, _col2im(dcols, spec.geometry, spec.col2im_method)  # col2im(dL/dphi)
+        phi_t = _im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
+        dout_t = _from_output(dout_chunk, spec)  # dL/dO_f^T
+        dw_flat = dw_flat + filter_grad(phi_t, dout_t, **options)  # phi(I)^T dL/dO_f
+        dphi_t = cols_grad(dout_t, w_flat, **options)  # dL/dO_f F_f^T
+        dx = _col2im_t(dphi_t, spec.geometry, x_chunk.shape[0], spec.col2im_method)  # col2im(dL/dphi)
+        return dw_flat, dx
 
     dw_flat, dx = _over_batch_chunks(chunk_backward, jnp.zeros_like(w_flat), [x, dout], spec.batch_chunk)
     dw = unflatten_filters(dw_flat, w.shape)

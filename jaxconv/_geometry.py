@@ -59,8 +59,7 @@ def normalize_tuple(value: Any, n: int, name: str, *, minimum: int | None = 1) -
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != n:
             raise ValueError(
-                f"{name} must have one entry per spatial dimension ({n}), "
-                f"got {len(value)}: {tuple(value)!r}"
+                f"{name} must have one entry per spatial dimension ({n}), got {len(value)}: {tuple(value)!r}"
             )
         values = tuple(_as_int(v, name) for v in value)
     else:
@@ -113,8 +112,7 @@ def normalize_padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]
     if isinstance(padding, Sequence):
         if len(padding) != n:
             raise ValueError(
-                f"padding must have one entry per spatial dimension ({n}), "
-                f"got {len(padding)}: {tuple(padding)!r}"
+                f"padding must have one entry per spatial dimension ({n}), got {len(padding)}: {tuple(padding)!r}"
             )
         pairs = []
         for entry in padding:
@@ -165,10 +163,7 @@ class ConvGeometry:
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
-        return tuple(
-            max(0, (p - k) // s + 1)
-            for p, k, s in zip(self.padded_spatial, self.dilated_kernel, self.stride)
-        )
+        return tuple(max(0, (p - k) // s + 1) for p, k, s in zip(self.padded_spatial, self.dilated_kernel, self.stride))
 
     @property
     def num_windows(self) -> int:
@@ -224,8 +219,7 @@ def conv_geometry(
     if isinstance(pads, str):
         if any(d != 1 for d in lhs_dilation):
             raise ValueError(
-                f"string padding {pads!r} is not defined with lhs_dilation={lhs_dilation}; "
-                "give explicit (lo, hi) pads"
+                f"string padding {pads!r} is not defined with lhs_dilation={lhs_dilation}; give explicit (lo, hi) pads"
             )
         pads = padtype_to_pads(in_spatial, tuple(map(dilate_dim, kernel_size, dilation)), stride, pads)
     geometry = ConvGeometry(in_spatial, kernel_size, stride, pads, dilation, lhs_dilation)
@@ -240,7 +234,9 @@ def conv_geometry(
 DEFAULT_MAX_COLS_BYTES = 32 * 2**20
 
 
-def batch_chunk(geometry: ConvGeometry, batch: int, channels: int, itemsize: int, max_cols_bytes: int | None) -> int | None:
+def batch_chunk(
+    geometry: ConvGeometry, batch: int, channels: int, itemsize: int, max_cols_bytes: int | None
+) -> int | None:
     """Images per chunk so that one chunk's phi(I) fits in ``max_cols_bytes``; None when all fit.
 
     phi(I) of one image holds ``OH*OW * C*FH*FW`` elements. At least one image

@@ -66,9 +66,7 @@ def window_indices(geometry: ConvGeometry) -> np.ndarray:
 
 
 def _pad_config(geometry: ConvGeometry) -> list[tuple[int, int, int]]:
-    return [(0, 0, 0), (0, 0, 0)] + [
-        (lo, hi, ld - 1) for (lo, hi), ld in zip(geometry.padding, geometry.lhs_dilation)
-    ]
+    return [(0, 0, 0), (0, 0, 0)] + [(lo, hi, ld - 1) for (lo, hi), ld in zip(geometry.padding, geometry.lhs_dilation)]
 
 
 # --- array work: jnp / lax, inside jit ---------------------------------------
@@ -87,12 +85,30 @@ def unpad_input(padded: jax.Array, geometry: ConvGeometry) -> jax.Array:
     return lax.slice(unpadded, (0,) * padded.ndim, unpadded.shape, strides)
 
 
+def _patches(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
+    """The one gather: ``(N, C, *spatial) -> (N, C, OH*OW, FH*FW)``, every window's pixels."""
+    batch, channels = x.shape[:2]
+    flat = pad_input(x, geometry).reshape(batch, channels, math.prod(geometry.padded_spatial))
+    return flat.at[:, :, window_indices(geometry)].get(mode="promise_in_bounds")
+
+
 def _im2col(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
     """phi(I) for a batch: ``(N, C, *spatial) -> (N, OH*OW, C*FH*FW)``."""
     batch, channels = x.shape[:2]
-    flat = pad_input(x, geometry).reshape(batch, channels, math.prod(geometry.padded_spatial))
-    patches = flat.at[:, :, window_indices(geometry)].get(mode="promise_in_bounds")  # (N, C, P, K)
-    return patches.transpose(0, 2, 1, 3).reshape(batch, geometry.num_windows, channels * geometry.window_size)
+    patches = _patches(x, geometry).transpose(0, 2, 1, 3)
+    return patches.reshape(batch, geometry.num_windows, channels * geometry.window_size)
+
+
+def _im2col_t(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
+    """phi(I)^T of the batch, images side by side: ``(N, C, *spatial) -> (C*FH*FW, N*OH*OW)``.
+
+    The same gather as :func:`_im2col`, laid out transposed; on CPU this
+    layout writes whole output rows at a time and makes every GEMM of
+    :mod:`jaxconv._conv` a plain matmul.
+    """
+    batch, channels = x.shape[:2]
+    patches = _patches(x, geometry).transpose(1, 3, 0, 2)
+    return patches.reshape(channels * geometry.window_size, batch * geometry.num_windows)
 
 
 def _col2im(cols: jax.Array, geometry: ConvGeometry, method: Col2imMethod = "pad_add") -> jax.Array:
@@ -100,12 +116,30 @@ def _col2im(cols: jax.Array, geometry: ConvGeometry, method: Col2imMethod = "pad
     batch = cols.shape[0]
     channels = cols.shape[2] // geometry.window_size
     patches = cols.reshape(batch, geometry.num_windows, channels, geometry.window_size).transpose(0, 2, 1, 3)
+    return _add_patches(patches, geometry, method)
+
+
+def _col2im_t(cols_t: jax.Array, geometry: ConvGeometry, batch: int, method: Col2imMethod = "pad_add") -> jax.Array:
+    """dL/dI from dL/dphi^T: ``(C*FH*FW, N*OH*OW) -> (N, C, *spatial)``, the adjoint of :func:`_im2col_t`."""
+    channels = cols_t.shape[0] // geometry.window_size
+    by_offset = cols_t.reshape(channels, geometry.window_size, batch, geometry.num_windows)
+    if method == "pad_add" and by_offset.size:
+        # Sum in (C, N) order, straight from the layout of phi^T, and swap
+        # the two leading axes of the (much smaller) padded image once.
+        padded = _pad_add(by_offset.transpose(0, 2, 3, 1), geometry).swapaxes(0, 1)
+        return unpad_input(padded, geometry)
+    return _add_patches(by_offset.transpose(2, 0, 3, 1), geometry, method)
+
+
+def _add_patches(patches: jax.Array, geometry: ConvGeometry, method: Col2imMethod) -> jax.Array:
+    """Adds ``(N, C, OH*OW, FH*FW)`` window values onto the pixels they came from: the adjoint of :func:`_patches`."""
+    batch, channels = patches.shape[:2]
     padded_shape = (batch, channels) + geometry.padded_spatial
     if patches.size == 0:
-        padded = jnp.zeros(padded_shape, cols.dtype)
+        padded = jnp.zeros(padded_shape, patches.dtype)
     elif method == "scatter_add":
         padded = (
-            jnp.zeros((batch, channels, math.prod(geometry.padded_spatial)), cols.dtype)
+            jnp.zeros((batch, channels, math.prod(geometry.padded_spatial)), patches.dtype)
             .at[:, :, window_indices(geometry)]
             .add(patches, mode="promise_in_bounds")
             .reshape(padded_shape)
@@ -118,15 +152,16 @@ def _col2im(cols: jax.Array, geometry: ConvGeometry, method: Col2imMethod = "pad
 
 
 def _pad_add(patches: jax.Array, geometry: ConvGeometry) -> jax.Array:
-    """Scatter-free col2im: for each kernel offset, one strided pad of its slab, all summed.
+    """Scatter-free adjoint of the gather: for each kernel offset, one strided pad of its slab, all summed.
 
-    Kernel offset ``k`` of window ``o`` read padded position
-    ``o * stride + k * dilation`` (:func:`window_indices`); a ``lax.pad`` with
-    low pad ``k * dilation`` and interior pad ``stride - 1`` puts the slab
-    exactly there.
+    ``patches`` is ``(A, B, OH*OW, FH*FW)`` for any two leading axes; returns
+    ``(A, B, *padded_spatial)``. Kernel offset ``k`` of window ``o`` read
+    padded position ``o * stride + k * dilation`` (:func:`window_indices`); a
+    ``lax.pad`` with low pad ``k * dilation`` and interior pad ``stride - 1``
+    puts the slab exactly there.
     """
-    batch, channels = patches.shape[:2]
-    slabs = patches.reshape((batch, channels) + geometry.out_spatial + (geometry.window_size,))
+    leading = patches.shape[:2]
+    slabs = patches.reshape(leading + geometry.out_spatial + (geometry.window_size,))
     zero = jnp.zeros((), patches.dtype)
     total = None
     for k, offset in enumerate(np.ndindex(*geometry.kernel_size)):

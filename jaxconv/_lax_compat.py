@@ -111,7 +111,9 @@ def conv_general_dilated(
     x, w = lhs.transpose(lhs_perm), rhs.transpose(rhs_perm)
     spatial_dims = x.ndim - 2
     if isinstance(window_strides, int) or len(window_strides) != spatial_dims:
-        raise ValueError(f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}")
+        raise ValueError(
+            f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}"
+        )
 
     feature_groups = _group_count(feature_group_count, "feature_group_count")
     batch_groups = _group_count(batch_group_count, "batch_group_count")
@@ -132,16 +134,23 @@ def conv_general_dilated(
             f"feature_group_count * batch_group_count = {groups}"
         )
     if batch % batch_groups:
-        raise ValueError(f"batch_group_count={batch_groups} must divide the lhs batch size {batch} (lhs.shape={lhs.shape})")
+        raise ValueError(
+            f"batch_group_count={batch_groups} must divide the lhs batch size {batch} (lhs.shape={lhs.shape})"
+        )
     if isinstance(padding, str) or padding is None:
         pads = padding
     else:
         try:
             pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
         except (TypeError, ValueError):
-            raise ValueError(f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}") from None
+            raise ValueError(
+                f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}"
+            ) from None
     geometry = conv_geometry(
-        x.shape[2:], w.shape[2:], stride=tuple(window_strides), padding=pads,
+        x.shape[2:],
+        w.shape[2:],
+        stride=tuple(window_strides),
+        padding=pads,
         dilation=1 if rhs_dilation is None else tuple(rhs_dilation),
         lhs_dilation=1 if lhs_dilation is None else tuple(lhs_dilation),
     )
