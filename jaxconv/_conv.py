@@ -129,7 +129,8 @@ def cols_grad(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
-    return dphi_t.reshape(-1, dout_t.shape[2])
+    groups, per_group, rows = dphi_t.shape
+    return dphi_t.reshape(groups * per_group, rows)
 
 
 def bias_grad(dout_t: jax.Array) -> jax.Array:
@@ -158,7 +159,7 @@ def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
     """``out + b`` with ``b`` of shape (FN,) on the feature axis of ``(N, FN, *out)``."""
     if b is None:
         return out
-    return out + b.astype(out.dtype).reshape((1, -1) + (1,) * (out.ndim - 2))
+    return out + b.astype(out.dtype).reshape((1, b.shape[0]) + (1,) * (out.ndim - 2))
 
 
 # --- forward and the custom VJP ---------------------------------------------------
