@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
@@ -152,8 +153,9 @@ def _windows(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
     if math.prod(shape) == 0:
         return jnp.zeros(shape, x.dtype)
     padded = pad_input(x, geometry).swapaxes(0, 1)
-    if geometry.out_spatial[-1] < MIN_ROW_GATHER:
-        # Short rows copy too little per index: read pixel by pixel instead.
+    if geometry.ndim == 0 or geometry.out_spatial[-1] < MIN_ROW_GATHER:
+        # Short rows copy too little per index: read pixel by pixel instead (with no spatial dims, the
+        # one "pixel" is the whole image and phi(I) is the input itself: the conv is a matmul).
         flat = padded.reshape(channels, batch, math.prod(geometry.padded_spatial))
         indices = window_indices(geometry).T.reshape(geometry.kernel_size + geometry.out_spatial)
         pixels = flat.at[:, :, indices].get(mode="promise_in_bounds")  # (C, N, *kernel, *out)
@@ -262,8 +264,10 @@ def _checked_geometry(
             f"{name} must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {input_shape}"
         )
     n = len(input_shape) - 2
-    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         kernel_size = (kernel_size,) * n
+    if not isinstance(kernel_size, Sequence) or isinstance(kernel_size, str):
+        raise ValueError(f"kernel_size must be positive ints, an int or one per spatial dim, got {kernel_size!r}")
     kernel_size = tuple(kernel_size)
     if len(kernel_size) != n:
         raise ValueError(f"kernel_size {kernel_size} must have {n} entries for {name} of shape {input_shape}")

@@ -47,7 +47,8 @@ def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
     input_dtype, preferred = np.dtype(input_dtype), np.dtype(preferred)
     int_to_float = jnp.issubdtype(input_dtype, jnp.integer) and jnp.issubdtype(preferred, jnp.floating)
     if not int_to_float:
-        for kind in (jnp.integer, jnp.floating, jnp.complexfloating, jnp.bool_):
+        # bool is none of these kinds, so lax lets it accumulate in any wider type.
+        for kind in (jnp.integer, jnp.floating, jnp.complexfloating):
             if jnp.issubdtype(input_dtype, kind) and not jnp.issubdtype(preferred, kind):
                 raise TypeError(
                     f"preferred_element_type {preferred} is incompatible with input dtype {input_dtype}: "
