@@ -1,0 +1,230 @@
+"""Image classification data for ``jaxconv train``: sklearn's digits, or the user's ``.npz``.
+
+Both loaders return a :class:`Dataset` of float32 NCHW images, normalised per
+channel with the mean and standard deviation of the training images, and
+int32 labels in ``[0, num_classes)``.
+
+* :func:`load_digits`: scikit-learn's bundled 8x8 handwritten digits (1797
+  real images shipped inside the package, no download), split into train and
+  test by a seed, stratified by class.
+* :func:`load_npz`: an ``.npz`` with keys ``x_train, y_train, x_test, y_test``
+  (the layout of the common ``mnist.npz``), images ``(N, H, W)`` or
+  ``(N, C, H, W)``, uint8 (scaled by 1/255) or float. Loaded with
+  ``allow_pickle=False``; every malformed input raises ``ValueError`` naming
+  the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Normalised train and test images ``(N, C, H, W)`` float32, labels ``(N,)`` int32."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The per-example shape ``(C, H, W)``."""
+        return tuple(self.x_train.shape[1:])
+
+    def limit(self, max_train: int | None = None, max_test: int | None = None) -> Dataset:
+        """The first ``max_train`` training and ``max_test`` test examples (None keeps all), for quick runs.
+
+        The normalisation is the full data set's; only the number of examples changes.
+
+        >>> data = synthetic(num_train=50, num_test=20)
+        >>> small = data.limit(10, 5)
+        >>> small.x_train.shape, small.y_test.shape
+        ((10, 1, 8, 8), (5,))
+        """
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:max_train],
+            y_train=self.y_train[:max_train],
+            x_test=self.x_test[:max_test],
+            y_test=self.y_test[:max_test],
+        )
+
+
+def normalize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardises both splits per channel with the training images' mean and std (float32).
+
+    >>> x = np.array([[[[0.0, 2.0]]], [[[4.0, 6.0]]]])  # (N=2, C=1, H=1, W=2)
+    >>> train, test = normalize(x, x[:1])
+    >>> float(train.mean()), float(train.std())
+    (0.0, 1.0)
+    """
+    axes = (0, *range(2, x_train.ndim))
+    mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), split by ``seed``.
+
+    Args:
+      test_fraction: fraction of the images held out for testing, stratified by class.
+      seed: the split's random state; the same seed gives the same split.
+
+    Returns:
+      A :class:`Dataset` of ``(N, 1, 8, 8)`` images.
+
+    >>> data = load_digits()
+    >>> data.x_train.shape, data.x_test.shape, data.num_classes
+    ((1437, 1, 8, 8), (360, 1, 8, 8), 10)
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:
+        raise ImportError("the default data set (digits) needs scikit-learn: pip install 'jaxconv[train]'") from error
+    digits = sklearn_load_digits()
+    images = digits.images[:, None, :, :]  # (1797, 1, 8, 8), values 0..16
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
+    x_train, x_test = normalize(x_train, x_test)
+    return Dataset(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), 10, "digits")
+
+
+def _check_images(name: str, x: np.ndarray) -> np.ndarray:
+    """Images as float ``(N, C, H, W)``: uint8 scaled to [0, 1], other integers and floats as given."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must have shape (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{name} must hold numbers (uint8 or float images), got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has no images (shape {x.shape})")
+    if x.ndim == 3:
+        x = x[:, None, :, :]
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _check_labels(name: str, y: np.ndarray, num_images: int, images_name: str) -> np.ndarray:
+    if y.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,) (one integer label per image), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.shape[0] != num_images:
+        raise ValueError(f"{name} has {y.shape[0]} labels but {images_name} has {num_images} images")
+    return y
+
+
+def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Dataset:
+    """Loads and checks a user's ``.npz`` with keys ``x_train, y_train, x_test, y_test``.
+
+    Args:
+      path: the file, as written by ``np.savez`` (e.g. ``mnist.npz``).
+      num_classes: the number of classes; by default ``max(y_train) + 1``.
+
+    Returns:
+      A :class:`Dataset`, images normalised per channel with the training mean and std.
+
+    Raises:
+      ValueError: naming the key, for a missing key, an object array, images not
+        ``(N, H, W)`` or ``(N, C, H, W)`` or not numeric, labels not ``(N,)``
+        integers in ``[0, num_classes)``, image/label count mismatches, or train
+        and test images of different shapes.
+
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny.npz")
+    >>> np.savez(path, x_train=rng.integers(0, 256, (6, 5, 5), dtype=np.uint8), y_train=np.arange(6) % 3,
+    ...          x_test=rng.integers(0, 256, (2, 5, 5), dtype=np.uint8), y_test=np.array([0, 2]))
+    >>> data = load_npz(path)
+    >>> data.x_train.shape, data.num_classes
+    ((6, 1, 5, 5), 3)
+    >>> np.savez(path, x_train=np.zeros(10), y_train=np.arange(6) % 3, x_test=np.zeros((2, 5, 5)), y_test=[0, 2])
+    >>> load_npz(path)
+    Traceback (most recent call last):
+    ValueError: x_train must have shape (N, H, W) or (N, C, H, W), got (10,)
+    """
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not an .npz archive of arrays (numpy: {error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array, not an .npz with keys {', '.join(NPZ_KEYS)}")
+    with archive:
+        missing = [key for key in NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path} is missing key(s) {', '.join(missing)}: expected {', '.join(NPZ_KEYS)}, "
+                f"found {', '.join(archive.files) or 'no arrays'}"
+            )
+        arrays = {}
+        for key in NPZ_KEYS:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:  # an object array: it would need pickle
+                raise ValueError(f"{key} in {path} cannot be loaded without pickle: {error}") from None
+
+    x_train = _check_images("x_train", arrays["x_train"])
+    x_test = _check_images("x_test", arrays["x_test"])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"x_test images have shape {x_test.shape[1:]} but x_train images have shape {x_train.shape[1:]} "
+            "(as (C, H, W)); both splits must have the same image shape"
+        )
+    y_train = _check_labels("y_train", arrays["y_train"], x_train.shape[0], "x_train")
+    y_test = _check_labels("y_test", arrays["y_test"], x_test.shape[0], "x_test")
+    if num_classes is None:
+        num_classes = max(int(y_train.max()), 0) + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(
+                f"{name} has labels outside [0, num_classes) = [0, {num_classes}): found min {y.min()}, max {y.max()}"
+            )
+    x_train, x_test = normalize(x_train, x_test)
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Dataset(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name)
+
+
+def synthetic(
+    *,
+    num_train: int = 64,
+    num_test: int = 32,
+    image_shape: tuple[int, ...] = (1, 8, 8),
+    num_classes: int = 10,
+    seed: int = 0,
+) -> Dataset:
+    """Random normalised images with random labels: for tests and examples (nothing to learn).
+
+    >>> synthetic(num_train=4, num_test=2, image_shape=(3, 5, 5)).image_shape
+    (3, 5, 5)
+    """
+    rng = np.random.default_rng(seed)
+    x_train = rng.standard_normal((num_train, *image_shape))
+    x_test = rng.standard_normal((num_test, *image_shape))
+    x_train, x_test = normalize(x_train, x_test)
+    y_train = rng.integers(0, num_classes, num_train, dtype=np.int32)
+    y_test = rng.integers(0, num_classes, num_test, dtype=np.int32)
+    return Dataset(x_train, y_train, x_test, y_test, num_classes, "synthetic")

@@ -1,0 +1,140 @@
+"""Tests for jaxconv.data: the digits split and the checks of a user's .npz."""
+
+import numpy as np
+import pytest
+
+from jaxconv import data
+
+
+def _write(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _valid_arrays(rng, image_shape=(5, 5), dtype=np.uint8):
+    def images(n):
+        if dtype == np.uint8:
+            return rng.integers(0, 256, (n, *image_shape), dtype=np.uint8)
+        return rng.standard_normal((n, *image_shape)).astype(dtype)
+
+    return dict(x_train=images(12), y_train=np.arange(12) % 4, x_test=images(6), y_test=np.arange(6) % 4)
+
+
+def test_digits_split_is_fixed_by_seed_stratified_and_normalised():
+    digits = data.load_digits(seed=0)
+    assert digits.x_train.shape == (1437, 1, 8, 8) and digits.x_test.shape == (360, 1, 8, 8)
+    assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int32
+    assert digits.num_classes == 10 and digits.name == "digits"
+    np.testing.assert_allclose(digits.x_train.mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(digits.x_train.std(), 1.0, atol=1e-4)
+    # Stratified: each class has the same share of both splits, up to rounding.
+    train_fractions = np.bincount(digits.y_train, minlength=10) / len(digits.y_train)
+    test_fractions = np.bincount(digits.y_test, minlength=10) / len(digits.y_test)
+    np.testing.assert_allclose(train_fractions, test_fractions, atol=1 / 36)
+    again = data.load_digits(seed=0)
+    np.testing.assert_array_equal(digits.x_test, again.x_test)
+    other = data.load_digits(seed=1)
+    assert not np.array_equal(digits.y_test, other.y_test)
+
+
+def test_digits_are_the_sklearn_images_up_to_normalisation():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    raw = sklearn_datasets.load_digits()
+    digits = data.load_digits(test_fraction=0.5, seed=3)
+    assert len(digits.x_train) + len(digits.x_test) == len(raw.images)
+    raw_flat = raw.images.reshape(len(raw.images), -1)
+    for image, label in zip(digits.x_test[:20], digits.y_test[:20]):
+        # Normalising is affine, so each test image correlates perfectly with a raw image of its label.
+        candidates = raw_flat[raw.target == label]
+        correlations = [np.corrcoef(image.ravel(), candidate)[0, 1] for candidate in candidates]
+        assert max(correlations) > 0.9999
+
+
+def test_npz_uint8_images_are_scaled_and_normalised_with_train_statistics(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = _valid_arrays(rng)
+    loaded = data.load_npz(_write(tmp_path / "mine.npz", **arrays))
+    assert loaded.x_train.shape == (12, 1, 5, 5) and loaded.x_test.shape == (6, 1, 5, 5)
+    assert loaded.num_classes == 4 and loaded.name == "mine"
+    scaled_train = arrays["x_train"] / 255.0
+    mean, std = scaled_train.mean(), scaled_train.std()
+    np.testing.assert_allclose(loaded.x_train[:, 0], (scaled_train - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.x_test[:, 0], (arrays["x_test"] / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(loaded.y_test, arrays["y_test"])
+    assert loaded.y_train.dtype == np.int32
+
+
+def test_npz_float_nchw_images_are_normalised_per_channel(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = _valid_arrays(rng, image_shape=(3, 4, 4), dtype=np.float64)
+    arrays["x_train"][:, 1] = arrays["x_train"][:, 1] * 10 + 5
+    loaded = data.load_npz(_write(tmp_path / "rgb.npz", **arrays), num_classes=6)
+    assert loaded.x_train.shape == (12, 3, 4, 4) and loaded.x_train.dtype == np.float32
+    assert loaded.num_classes == 6
+    np.testing.assert_allclose(loaded.x_train.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(loaded.x_train.std(axis=(0, 2, 3)), 1.0, atol=1e-4)
+
+
+def test_dataset_limit_keeps_the_first_examples():
+    full = data.synthetic(num_train=20, num_test=10)
+    small = full.limit(5, None)
+    np.testing.assert_array_equal(small.x_train, full.x_train[:5])
+    np.testing.assert_array_equal(small.y_test, full.y_test)
+
+
+def _replace(**changes):
+    return changes
+
+
+MALFORMED = [
+    ("missing", dict(drop="y_test"), r"missing key\(s\) y_test"),
+    ("rank", _replace(x_train=np.zeros(10)), r"x_train must have shape \(N, H, W\) or \(N, C, H, W\), got \(10,\)"),
+    ("rank5", _replace(x_test=np.zeros((6, 1, 1, 5, 5))), r"x_test must have shape \(N, H, W\) or \(N, C, H, W\)"),
+    ("strings", _replace(x_train=np.full((12, 5, 5), "a")), r"x_train must hold numbers .* got dtype <U1"),
+    ("complex", _replace(x_test=np.zeros((6, 5, 5), complex)), r"x_test must hold numbers .* complex128"),
+    ("nan", _replace(x_train=np.full((12, 5, 5), np.nan)), r"x_train contains NaN"),
+    ("empty", _replace(x_train=np.zeros((0, 5, 5)), y_train=np.zeros(0, int)), r"x_train has no images"),
+    ("shape", _replace(x_test=np.zeros((6, 5, 4), np.uint8)), r"x_test images have shape \(1, 5, 4\) but x_train"),
+    ("count", _replace(y_train=np.arange(11) % 4), r"y_train has 11 labels but x_train has 12 images"),
+    ("float_labels", _replace(y_test=np.zeros(6)), r"y_test must hold integer class labels, got dtype float64"),
+    ("label_rank", _replace(y_train=np.zeros((12, 1), int)), r"y_train must have shape \(N,\)"),
+    ("negative", _replace(y_train=np.arange(12) % 4 - 1), r"y_train has labels outside \[0, num_classes\)"),
+    (
+        "unseen",
+        _replace(y_test=np.array([0, 1, 2, 3, 4, 0])),
+        r"y_test has labels outside \[0, num_classes\) = \[0, 4\)",
+    ),
+    ("object", _replace(y_test=np.array([0, 1, 2, 3, "x", None], dtype=object)), r"y_test .* without pickle"),
+]
+
+
+@pytest.mark.parametrize("name, changes, message", MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_npz_is_rejected_naming_the_key(tmp_path, name, changes, message):
+    arrays = _valid_arrays(np.random.default_rng(2))
+    changes = dict(changes)
+    if "drop" in changes:
+        del arrays[changes.pop("drop")]
+    arrays.update(changes)
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+        data.load_npz(path)
+
+
+def test_labels_at_or_above_a_given_num_classes_are_rejected(tmp_path):
+    path = _write(tmp_path / "ok.npz", **_valid_arrays(np.random.default_rng(3)))
+    with pytest.raises(ValueError, match=r"y_train has labels outside \[0, num_classes\) = \[0, 3\)"):
+        data.load_npz(path, num_classes=3)
+
+
+def test_files_that_are_not_npz_archives_are_rejected(tmp_path):
+    text = tmp_path / "text.npz"
+    text.write_text("not numpy")
+    with pytest.raises(ValueError, match="is not an .npz archive"):
+        data.load_npz(text)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match="holds a single array"):
+        data.load_npz(single)
+    with pytest.raises(FileNotFoundError):
+        data.load_npz(tmp_path / "absent.npz")
