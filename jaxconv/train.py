@@ -337,6 +337,14 @@ class _RunState(NamedTuple):
     train_time_s: float
 
 
+class _EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`_run_epoch`, carrying the state after the epoch's last completed step."""
+
+    def __init__(self, state: _RunState) -> None:
+        super().__init__()
+        self.state = state
+
+
 def load_data(config: TrainConfig) -> Dataset:
     """The data set of ``config``: its ``.npz`` or the digits, limited to ``max_train``/``max_test``."""
     data = (
@@ -578,7 +586,9 @@ def fit(
                 log(f"epoch {epoch + 1}/{config.epochs}: {_epoch_summary(state.history[-1])}")
             if config.out_dir is not None:
                 _save(config, state, steps_per_epoch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, _EpochInterrupted):
+            state = interrupt.state  # the steps of the interrupted epoch that completed
         saved = None
         if config.out_dir is not None and (state.step > start_step or resume):
             saved = _save(config, state, steps_per_epoch)
@@ -602,26 +612,31 @@ def _run_epoch(
 ) -> _RunState:
     """The remaining train steps of epoch ``len(state.history)``: from a fresh start or a mid-epoch checkpoint."""
     epoch = len(state.history)
-    order = batch_order(state.key, epoch, len(x_train), config.batch_size)
-    for batch in range(state.step - epoch * steps_per_epoch, steps_per_epoch):
-        start = time.perf_counter()
-        params, opt_state, loss, correct = train_step(
-            state.params, state.opt_state, x_train, y_train, order[batch], model=model, optimizer=optimizer
-        )
-        loss, correct = float(loss), int(correct)  # waits for the step
-        elapsed = time.perf_counter() - start
-        state = state._replace(
-            params=params,
-            opt_state=opt_state,
-            step=state.step + 1,
-            loss_sum=state.loss_sum + loss * config.batch_size,
-            correct=state.correct + correct,
-            seen=state.seen + config.batch_size,
-            train_time_s=state.train_time_s + elapsed,
-        )
-        if bar is not None:
-            bar.set_postfix_str(f"loss {state.loss_sum / state.seen:.4f} acc {state.correct / state.seen:.2%}", False)
-            bar.update()
+    try:
+        order = batch_order(state.key, epoch, len(x_train), config.batch_size)
+        for batch in range(state.step - epoch * steps_per_epoch, steps_per_epoch):
+            start = time.perf_counter()
+            params, opt_state, loss, correct = train_step(
+                state.params, state.opt_state, x_train, y_train, order[batch], model=model, optimizer=optimizer
+            )
+            loss, correct = float(loss), int(correct)  # waits for the step
+            elapsed = time.perf_counter() - start
+            state = state._replace(
+                params=params,
+                opt_state=opt_state,
+                step=state.step + 1,
+                loss_sum=state.loss_sum + loss * config.batch_size,
+                correct=state.correct + correct,
+                seen=state.seen + config.batch_size,
+                train_time_s=state.train_time_s + elapsed,
+            )
+            if bar is not None:
+                bar.set_postfix_str(
+                    f"loss {state.loss_sum / state.seen:.4f} acc {state.correct / state.seen:.2%}", False
+                )
+                bar.update()
+    except KeyboardInterrupt:
+        raise _EpochInterrupted(state) from None  # hand the last completed step to fit, which saves it
     return state
 
 
