@@ -231,7 +231,10 @@ def conv_geometry(
     return geometry
 
 
-DEFAULT_MAX_COLS_BYTES = 32 * 2**20
+# Measured on a 2-core CPU (value_and_grad, balanced chunks): 8 MiB keeps XLA's temp memory within
+# 1.6x of lax's on every benchmark case at no cost in speed for the large layers (cifar3 184 ms at
+# 8 MiB, 214 ms at 32 MiB); 32 MiB needed 4.3x lax's memory on lenet2.
+DEFAULT_MAX_COLS_BYTES = 8 * 2**20
 
 
 def batch_chunk(
@@ -240,11 +243,17 @@ def batch_chunk(
     """Images per chunk so that one chunk's phi(I) fits in ``max_cols_bytes``; None when all fit.
 
     phi(I) of one image holds ``OH*OW * C*FH*FW`` elements. At least one image
-    is processed at a time, whatever the budget.
+    is processed at a time, whatever the budget. Chunks are balanced: a divisor
+    of the batch when one is at least half the largest chunk that fits (no
+    remainder to process apart, which would hold a second set of buffers),
+    else the batch split as evenly as the budget allows.
 
-    >>> batch_chunk(conv_geometry((32, 32), (3, 3), padding=1), 64, 64, 4, 32 * 2**20)
-    14
-    >>> batch_chunk(conv_geometry((32, 32), (3, 3), padding=1), 64, 64, 4, None) is None
+    >>> g = conv_geometry((32, 32), (3, 3), padding=1)  # 2.25 MiB of phi per 64-channel image
+    >>> batch_chunk(g, 64, 64, 4, 32 * 2**20)  # 14 images fit: 8 chunks of 8
+    8
+    >>> batch_chunk(g, 61, 64, 4, 32 * 2**20)  # 61 is prime: 5 chunks of 13, the last one of 9
+    13
+    >>> batch_chunk(g, 64, 64, 4, None) is None
     True
     """
     if max_cols_bytes is None:
@@ -252,8 +261,14 @@ def batch_chunk(
     if isinstance(max_cols_bytes, bool) or not isinstance(max_cols_bytes, int) or max_cols_bytes < 1:
         raise ValueError(f"max_cols_bytes must be a positive int or None, got {max_cols_bytes!r}")
     per_image = geometry.num_windows * channels * geometry.window_size * itemsize
-    chunk = max(1, max_cols_bytes // max(per_image, 1))
-    return None if chunk >= batch else chunk
+    largest = max(1, max_cols_bytes // max(per_image, 1))
+    if largest >= batch:
+        return None
+    divisor = max(d for d in range(1, largest + 1) if batch % d == 0)
+    if 2 * divisor >= largest:
+        return divisor
+    chunks = -(-batch // largest)
+    return -(-batch // chunks)
 
 
 def check_windows_fit(geometry: ConvGeometry, *, what: str = "kernel") -> None:

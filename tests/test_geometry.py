@@ -249,7 +249,14 @@ def test_batch_chunk():
     per_image = 64 * 2 * 9 * 4
     assert batch_chunk(g, 10, 2, 4, None) is None
     assert batch_chunk(g, 10, 2, 4, 10 * per_image) is None
-    assert batch_chunk(g, 10, 2, 4, 3 * per_image + 1) == 3
+    assert batch_chunk(g, 10, 2, 4, 3 * per_image + 1) == 2  # 3 fit; 2 divides 10: 5 chunks, no remainder
+    assert batch_chunk(g, 12, 2, 4, 5 * per_image) == 4  # 5 fit; 4 divides 12
+    assert batch_chunk(g, 7, 2, 4, 3 * per_image) == 3  # 7 is prime: chunks of 3, 3 and 1
+    assert batch_chunk(g, 13, 2, 4, 6 * per_image) == 5  # 13 is prime: 3 chunks as even as they fit (5, 5, 3)
+    for batch in range(2, 40):
+        for fit in range(1, batch):
+            chunk = batch_chunk(g, batch, 2, 4, fit * per_image)
+            assert chunk <= fit <= 2 * chunk, (batch, fit, chunk)  # fits, and at least half full
     assert batch_chunk(g, 10, 2, 4, 1) == 1  # at least one image per chunk
     with pytest.raises(ValueError, match="max_cols_bytes must be a positive int or None"):
         batch_chunk(g, 10, 2, 4, 0)
