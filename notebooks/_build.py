@@ -871,7 +871,7 @@ IM2COL_EXPLORER = [
         r"""
         For real layers the blow-up is large in absolute terms, which is why `jaxconv.conv` never holds $\phi$
         for a whole large batch at once: it processes the batch in chunks of images so that $\phi$ stays under
-        `max_cols_bytes` (32 MiB by default), and its backward pass rebuilds $\phi$ instead of keeping it
+        `max_cols_bytes` (8 MiB by default), and its backward pass rebuilds $\phi$ instead of keeping it
         from the forward pass. The sizes below come from `jaxconv.conv_geometry` alone (nothing is allocated),
         float32, batch 64.
         """
