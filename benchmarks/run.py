@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from design import design_sections  # benchmarks/design.py, beside this script
+
 from jaxconv.compare import (
     MALLOC_ENV,
     PRESETS,
@@ -248,9 +250,16 @@ def _results_table(results: Sequence[CaseResult], has_torch: bool) -> list[str]:
 
 
 def render(
-    results: Sequence[CaseResult], info: dict, *, command: str, repeats: int, min_time: float, partial: bool
+    results: Sequence[CaseResult],
+    info: dict,
+    *,
+    command: str,
+    repeats: int,
+    min_time: float,
+    partial: bool,
+    design: Sequence[str] = (),
 ) -> str:
-    """RESULTS.md: machine, versions, date, the per-case table, the means and the targets."""
+    """RESULTS.md: machine, versions, date, the per-case table, the means, the targets, the design measurements."""
     has_torch = any("torch" in r.value_and_grad for r in results)
     malloc = ", ".join(f"`{k}={v}`" for k, v in info["malloc_env"].items())
     lines = [
@@ -298,6 +307,7 @@ def render(
         *(_row([t.name, t.goal, t.measured, t.status]) for t in evaluate_targets(results, info["backend"])),
         "",
     ]
+    lines += list(design)
     notes = [f"- {r.case.name}: {note}" for r in results for note in r.notes]
     if notes:
         lines += ["## Notes", "", *notes, ""]
@@ -320,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write every measurement as JSON")
     parser.add_argument("--no-reexec", action="store_true", help="do not restart with the malloc settings")
+    parser.add_argument(
+        "--no-design", action="store_true", help="skip the design measurements (benchmarks/design.py; ~2 min)"
+    )
     args = parser.parse_args(argv)
     if not args.no_reexec:
         reexec_with_malloc_env(argv)
@@ -335,9 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch = {"auto": "auto", "on": True, "off": False}[args.torch]
     results = compare(cases, dtype="float32", repeats=repeats, min_time=min_time, torch=torch, progress=True)
 
+    design = []
+    if not (partial or args.no_design):
+        print("design measurements (benchmarks/design.py) ...", file=sys.stderr)
+        design = design_sections(repeats)
     info = environment()
     command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv)
-    report = render(results, info, command=command, repeats=repeats, min_time=min_time, partial=partial)
+    report = render(results, info, command=command, repeats=repeats, min_time=min_time, partial=partial, design=design)
     print(format_results(results))
     print()
     print(report)
