@@ -97,9 +97,11 @@ def forward_gemm(
     >>> forward_gemm(phi.T, f_f)[0, 0]             # phi @ F_f
     Array([10., 32., 54.], dtype=float32)
     """
+    # Written with F_f^T, which is W's own row-major layout: given F_f (J, FN), XLA's CPU backend kept that
+    # layout and ran a transposed-operand GEMM at half the rate (conv1x1's forward 36 -> 24 ms).
     return jnp.einsum(
-        "gjo,gjm->gom",
-        w_flat,
+        "goj,gjm->gom",
+        w_flat.swapaxes(1, 2),
         _grouped(phi_t, w_flat.shape[0]),
         precision=precision,
         preferred_element_type=preferred_element_type,
