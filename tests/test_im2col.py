@@ -117,6 +117,26 @@ def test_window_indices_index_the_padded_input():
     np.testing.assert_array_equal(np.asarray(cols), expected)
 
 
+@pytest.mark.parametrize(
+    "in_spatial, kernel, options",
+    [
+        ((5, 6), (2, 3), dict(stride=(2, 1), padding=((1, 0), (2, -1)), dilation=(2, 1))),
+        ((9,), (3,), dict(stride=3, dilation=2)),
+        ((4, 5, 6), (2, 1, 3), dict(stride=(1, 2, 2), padding=1)),
+    ],
+)
+def test_window_starts_are_the_window_indices_of_the_first_window(in_spatial, kernel, options):
+    """The gather's index array (one box corner per kernel offset) reads exactly what window_indices lists."""
+    from jaxconv._im2col import window_span, window_starts
+
+    geometry = conv_geometry(in_spatial, kernel, **options)
+    starts = window_starts(geometry).reshape(geometry.window_size, geometry.ndim)
+    strides = np.cumprod((1,) + geometry.padded_spatial[::-1])[:-1][::-1]
+    np.testing.assert_array_equal(starts @ strides, jaxconv.window_indices(geometry)[0])
+    span = window_span(geometry)
+    assert all(start + size <= padded for start, size, padded in zip(starts.max(0), span, geometry.padded_spatial))
+
+
 # --- col2im: the exact adjoint ---------------------------------------------------
 
 
