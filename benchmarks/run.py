@@ -27,8 +27,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from design import design_sections  # benchmarks/design.py, beside this script
-
 from jaxconv.compare import (
     MALLOC_ENV,
     PRESETS,
@@ -350,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     design = []
     if not (partial or args.no_design):
+        from design import design_sections  # benchmarks/design.py: this script's folder is sys.path[0]
+
         print("design measurements (benchmarks/design.py) ...", file=sys.stderr)
         design = design_sections(repeats)
     info = environment()
