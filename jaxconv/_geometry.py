@@ -231,9 +231,9 @@ def conv_geometry(
     return geometry
 
 
-# Measured on a 2-core CPU (value_and_grad, balanced chunks): 8 MiB keeps XLA's temp memory within
-# 1.6x of lax's on every benchmark case at no cost in speed for the large layers (cifar3 184 ms at
-# 8 MiB, 214 ms at 32 MiB); 32 MiB needed 4.3x lax's memory on lenet2.
+# The default budget for phi(I). Measured on a 2-core CPU (benchmarks/RESULTS.md): at 8 MiB the
+# value_and_grad of every benchmark layer holds at most 1.17x lax's XLA temp memory; at 32 MiB lenet2's
+# phi (26 MB) stayed whole and held 6x. The large layers ran as fast at 8 MiB as at 32 MiB.
 DEFAULT_MAX_COLS_BYTES = 8 * 2**20
 
 
