@@ -1034,7 +1034,7 @@ CUSTOM_VJP_VS_LAX = [
           output); the leading axis of size 1 is the group axis of grouped convolutions;
         * **col2im** is the rest of the backward pass: one `slice` per kernel offset picks that offset's
           rows of $(\partial L/\partial\phi)^T$, a `pad` puts them back where the offset's pixels sit in the
-          image, and the `add`s sum the $FH\cdot FW = 4$ of them: a pixel read by several windows collects
+          image, and a `reduce_sum` over their `stack` sums the $FH\cdot FW = 4$ of them: a pixel read by several windows collects
           all their gradients. A last `pad` and `slice` would crop the convolution's padding (there is none here).
 
         Finally $\partial L/\partial F_f$ is transposed and reshaped to the filters' shape $(FN, C, FH, FW)$.
