@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -294,55 +294,47 @@ def pool(
 
 
 @dataclasses.dataclass(frozen=True)
-class MaxPool:
+class _Pool:
+    """Pooling over windows of ``kernel_size`` (stride defaults to the window), reduced by ``reduce``."""
+
+    reduce: ClassVar[Literal["max", "mean"]]
+
+    kernel_size: int | tuple[int, ...] = 2
+    stride: int | tuple[int, ...] | None = None
+    padding: Any = 0
+
+    def __post_init__(self) -> None:
+        for name in ("kernel_size", "stride", "padding"):
+            object.__setattr__(self, name, _freeze(getattr(self, name)))
+
+    def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
+        """No parameters; the spatial dims shrink by the stride."""
+        _spatial_rank(in_shape, type(self).__name__)
+        return {}, _out_shape(self, {}, in_shape)
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        """Each channel's ``reduce`` over each window."""
+        return pool(x, self.kernel_size, stride=self.stride, padding=self.padding, reduce=self.reduce)
+
+
+class MaxPool(_Pool):
     """Max pooling over windows of ``kernel_size`` (stride defaults to the window); see :func:`pool`.
 
     >>> MaxPool(2).init(jax.random.key(0), (3, 8, 8))[1]
     (3, 4, 4)
     """
 
-    kernel_size: int | tuple[int, ...] = 2
-    stride: int | tuple[int, ...] | None = None
-    padding: Any = 0
-
-    def __post_init__(self) -> None:
-        for name in ("kernel_size", "stride", "padding"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
-
-    def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
-        """No parameters; the spatial dims shrink by the stride."""
-        _spatial_rank(in_shape, "MaxPool")
-        return {}, _out_shape(self, {}, in_shape)
-
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """The maximum of each channel over each window."""
-        return pool(x, self.kernel_size, stride=self.stride, padding=self.padding, reduce="max")
+    reduce = "max"
 
 
-@dataclasses.dataclass(frozen=True)
-class AvgPool:
+class AvgPool(_Pool):
     """Average pooling over windows of ``kernel_size`` (stride defaults to the window); see :func:`pool`.
 
     >>> AvgPool(2).apply({}, jnp.ones((1, 1, 4, 4))).shape
     (1, 1, 2, 2)
     """
 
-    kernel_size: int | tuple[int, ...] = 2
-    stride: int | tuple[int, ...] | None = None
-    padding: Any = 0
-
-    def __post_init__(self) -> None:
-        for name in ("kernel_size", "stride", "padding"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
-
-    def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
-        """No parameters; the spatial dims shrink by the stride."""
-        _spatial_rank(in_shape, "AvgPool")
-        return {}, _out_shape(self, {}, in_shape)
-
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """The mean of each channel over each window."""
-        return pool(x, self.kernel_size, stride=self.stride, padding=self.padding, reduce="mean")
+    reduce = "mean"
 
 
 @dataclasses.dataclass(frozen=True)
