@@ -502,6 +502,7 @@ def fit(
     config: TrainConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     data: Dataset | None = None,
@@ -511,6 +512,8 @@ def fit(
     Args:
       config: the run.
       resume: continue from the checkpoint in ``config.out_dir`` (up to ``config.epochs``).
+      overwrite: start a new run in an ``out_dir`` that holds an earlier run's checkpoint, replacing it.
+        Without it (and without ``resume``) that is an error, so no saved run is lost by accident.
       progress: show a tqdm progress bar per epoch.
       log: called with one line per epoch when there is no progress bar, and with the run's set-up.
       data: use this data set instead of loading the config's (for notebooks and tests).
@@ -521,6 +524,7 @@ def fit(
     Raises:
       TrainingInterrupted: on Ctrl-C, after saving the current state (with an ``out_dir``).
       ValueError: for data or checkpoints that do not fit the config.
+      FileExistsError: when ``config.out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
 
     >>> config = TrainConfig(epochs=1, batch_size=16, channels=(4,), max_train=64, max_test=32)
     >>> result = fit(config)
@@ -530,6 +534,11 @@ def fit(
     log = log or (lambda line: None)
     if resume and config.out_dir is None:
         raise ValueError("resume needs config.out_dir, the directory of the run to continue")
+    if not (resume or overwrite) and config.out_dir is not None and os.path.exists(checkpoint_path(config.out_dir)):
+        raise FileExistsError(
+            f"{config.out_dir} holds the checkpoint of an earlier run: continue it with --resume {config.out_dir} "
+            "(resume=True), start over with --overwrite (overwrite=True), or choose another --out directory"
+        )
     data = load_data(config) if data is None else data
     num_train = len(data.x_train)
     if config.batch_size > num_train:
@@ -703,6 +712,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", metavar="DIR", default=None, help="continue the run saved in DIR (options given override it)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run in --out DIR even if DIR holds an earlier run"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -710,16 +722,21 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """``(config, resume)`` from parsed options: the defaults, or the resumed run's saved config, overridden."""
     given = {name: getattr(args, name) for name in _CLI_OPTIONS if getattr(args, name, None) is not None}
     if args.resume is not None:
+        if getattr(args, "overwrite", False):
+            raise ValueError("--resume DIR continues the run in DIR and --overwrite replaces it: give one of them")
         if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ValueError("--resume DIR continues the run in DIR: give --out only without --resume")
         return dataclasses.replace(read_config(args.resume), **given, out_dir=args.resume), True
     config = TrainConfig(**given)
-    if args.out is None:
-        name = "digits" if config.data is None else os.path.splitext(os.path.basename(config.data))[0]
-        config = dataclasses.replace(config, out_dir=os.path.join("runs", name))
-    else:
-        config = dataclasses.replace(config, out_dir=args.out)
-    return config, False
+    if args.out is not None:
+        return dataclasses.replace(config, out_dir=args.out), False
+    # The default directory: runs/<data name>, or runs/<data name>-2, -3, ... when earlier runs hold those.
+    name = "digits" if config.data is None else os.path.splitext(os.path.basename(config.data))[0]
+    out_dir, number = os.path.join("runs", name), 1
+    while os.path.exists(checkpoint_path(out_dir)) and not getattr(args, "overwrite", False):
+        number += 1
+        out_dir = os.path.join("runs", f"{name}-{number}")
+    return dataclasses.replace(config, out_dir=out_dir), False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -728,10 +745,11 @@ def run(args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     try:
         config, resume = config_from_args(args)
-        if not resume and os.path.exists(checkpoint_path(config.out_dir)):
-            print(f"note: starting a new run in {config.out_dir}; --resume {config.out_dir} would continue the old one")
+        overwrite = getattr(args, "overwrite", False)
+        if overwrite and os.path.exists(checkpoint_path(config.out_dir)):
+            print(f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one")
         progress = not quiet and sys.stderr.isatty()
-        result = fit(config, resume=resume, progress=progress, log=None if quiet else print)
+        result = fit(config, resume=resume, overwrite=overwrite, progress=progress, log=None if quiet else print)
     except TrainingInterrupted as interrupt:
         print(f"\ninterrupted in epoch {interrupt.epoch} after step {interrupt.step}.", file=sys.stderr)
         if interrupt.checkpoint is not None:
@@ -741,7 +759,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
         return INTERRUPTED_STATUS
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"jaxconv train: error: {error}", file=sys.stderr)
         return 2
     _print_summary(result, time.perf_counter() - wall_start)

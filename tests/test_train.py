@@ -417,6 +417,41 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "is not a jaxconv checkpoint" in capsys.readouterr().err
 
 
+def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    saved = (out / train.CHECKPOINT).read_bytes()
+    capsys.readouterr()
+
+    with pytest.raises(FileExistsError, match=f"{out} holds the checkpoint of an earlier run"):
+        train.fit(_config(epochs=1, seed=1, out_dir=str(out)))
+    assert main([*args, "--seed", "1"]) == 2
+    assert f"--resume {out}" in capsys.readouterr().err
+    assert (out / train.CHECKPOINT).read_bytes() == saved
+
+    assert main(["train", "--resume", str(out), "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+    assert main([*args, "--seed", "1", "--overwrite"]) == 0
+    assert "is replaced by a new one" in capsys.readouterr().out
+    assert (out / train.CHECKPOINT).read_bytes() != saved
+    assert train.read_config(out).seed == 1
+
+
+def test_the_default_output_directory_moves_on_past_earlier_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--epochs", "1", *SMALL_ARGS, "--quiet"]
+    assert main(args) == 0
+    first = (tmp_path / "runs" / "digits" / train.CHECKPOINT).read_bytes()
+    assert main([*args, "--seed", "1"]) == 0
+    assert main([*args, "--seed", "2"]) == 0
+    assert (tmp_path / "runs" / "digits" / train.CHECKPOINT).read_bytes() == first
+    seeds = [train.read_config(tmp_path / "runs" / name).seed for name in ("digits", "digits-2", "digits-3")]
+    assert seeds == [0, 1, 2]
+    assert "wrote runs/digits-3/metrics.json" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # TrainConfig.
 
