@@ -400,7 +400,12 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
         )
 
 
-def _save(config: TrainConfig, state: _RunState, steps_per_epoch: int) -> str:
+def _save(config: TrainConfig, state: _RunState, steps_per_epoch: int, *, defer_interrupts: bool = True) -> str:
+    """Writes the checkpoint and metrics.json, holding back Ctrl-C until both are complete.
+
+    With ``defer_interrupts=False`` (saving after a Ctrl-C) a further Ctrl-C during the write is
+    ignored rather than raised afterwards, so the caller can still report the saved checkpoint.
+    """
     path = checkpoint_path(config.out_dir)
     metadata = {
         "config": dataclasses.asdict(config),
@@ -416,7 +421,7 @@ def _save(config: TrainConfig, state: _RunState, steps_per_epoch: int) -> str:
         },
     }
     tree = {"params": state.params, "opt_state": state.opt_state, "key": state.key}
-    with _interrupts_deferred():
+    with _interrupts_deferred(reraise=defer_interrupts):
         _checkpoint.save(path, tree, metadata)
         _write_metrics(config, state.history)
     return path
@@ -473,8 +478,11 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, *, t
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Holds back Ctrl-C while a checkpoint is written; raises it afterwards (main thread only)."""
+def _interrupts_deferred(*, reraise: bool = True) -> Iterator[None]:
+    """Holds back Ctrl-C while a checkpoint is written; raises it afterwards unless ``reraise`` is False.
+
+    Main thread only: elsewhere Python delivers no SIGINT.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -484,7 +492,7 @@ def _interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if received:
+    if received and reraise:
         raise KeyboardInterrupt
 
 
@@ -600,9 +608,12 @@ def fit(
             state = interrupt.state  # the steps of the interrupted epoch that completed
         saved = None
         if config.out_dir is not None and (state.step > start_step or resume):
-            saved = _save(config, state, steps_per_epoch)
-            if state.history:
-                plot_curves(state.history, os.path.join(config.out_dir, CURVES), title=_title(config, data))
+            saved = _save(config, state, steps_per_epoch, defer_interrupts=False)
+            try:  # a second Ctrl-C may cut the plot short, but the checkpoint is saved: report it
+                if state.history:
+                    plot_curves(state.history, os.path.join(config.out_dir, CURVES), title=_title(config, data))
+            except KeyboardInterrupt:
+                pass
         raise TrainingInterrupted(len(state.history) + 1, state.step, saved) from None
     if config.out_dir is not None and state.history:
         plot_curves(state.history, os.path.join(config.out_dir, CURVES), title=_title(config, data))

@@ -306,6 +306,27 @@ def test_sigint_while_saving_is_held_back_until_the_checkpoint_is_complete(tmp_p
     _assert_trees_equal(resumed.params, straight.params)
 
 
+def test_a_second_ctrl_c_while_saving_after_the_first_still_reports_the_checkpoint(tmp_path, monkeypatch, capsys):
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT does not raise KeyboardInterrupt in this process")
+    original_save = _checkpoint.save
+
+    def save_with_sigint(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # the impatient second Ctrl-C, during the save the first one asked for
+        original_save(*args, **kwargs)
+
+    _interrupt_after(monkeypatch, 2)
+    monkeypatch.setattr(_checkpoint, "save", save_with_sigint)
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", str(EPOCHS), *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 1 after step 2." in err
+    assert f"continue with: jaxconv train --resume {out}" in err
+    assert _load_checkpoint(out)[2]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path):
     path = tmp_path / "checkpoint.npz"
     _checkpoint.atomic_write(path, lambda file: file.write(b"complete old file"))
