@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxconv._conv import ConvSpec, add_bias, apply_conv
@@ -39,6 +40,27 @@ def _check_groups(groups: Any) -> int:
 
 def canonicalize_dtype_arg(preferred_element_type: Any) -> Any:
     return None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+
+
+def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
+    """lax's rule: same kind (or int -> float), same signedness, never narrower."""
+    if preferred is None:
+        return
+    input_dtype, preferred = np.dtype(input_dtype), np.dtype(preferred)
+    int_to_float = jnp.issubdtype(input_dtype, jnp.integer) and jnp.issubdtype(preferred, jnp.floating)
+    if not int_to_float:
+        # bool is none of these kinds, so lax lets it accumulate in any wider type.
+        for kind in (jnp.integer, jnp.floating, jnp.complexfloating):
+            if jnp.issubdtype(input_dtype, kind) and not jnp.issubdtype(preferred, kind):
+                raise TypeError(
+                    f"preferred_element_type {preferred} is incompatible with input dtype {input_dtype}: "
+                    "allowed are (integral, integral), (integral, floating), (floating, floating), "
+                    "(complex, complex)"
+                )
+        if jnp.issubdtype(input_dtype, jnp.signedinteger) and not jnp.issubdtype(preferred, jnp.signedinteger):
+            raise TypeError(f"preferred_element_type {preferred} must be signed like input dtype {input_dtype}")
+    if preferred.itemsize < input_dtype.itemsize:
+        raise TypeError(f"preferred_element_type {preferred} must not be narrower than input dtype {input_dtype}")
 
 
 def conv_spec(
@@ -84,12 +106,14 @@ def conv_spec(
         )
     if b is not None and b.shape != (fn,):
         raise ValueError(f"b must have shape (FN,) = ({fn},) for w.shape={w.shape}, got {b.shape}")
+    preferred_element_type = canonicalize_dtype_arg(preferred_element_type)
+    check_preferred_element_type(x.dtype, preferred_element_type)
     if col2im_method not in COL2IM_METHODS:
         raise ValueError(f"col2im_method must be one of {COL2IM_METHODS}, got {col2im_method!r}")
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
     chunk = batch_chunk(geometry, x.shape[0], channels, x.dtype.itemsize, max_cols_bytes)
-    return ConvSpec(geometry, groups, precision, canonicalize_dtype_arg(preferred_element_type), col2im_method, chunk)
+    return ConvSpec(geometry, groups, precision, preferred_element_type, col2im_method, chunk)
 
 
 def conv(

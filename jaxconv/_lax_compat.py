@@ -16,6 +16,7 @@ feature-grouped convolution with the same filters.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._api import canonicalize_dtype_arg
+from jaxconv._api import canonicalize_dtype_arg, check_preferred_element_type
 from jaxconv._conv import ConvSpec, apply_conv
 from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, conv_geometry
 
@@ -38,27 +39,6 @@ def _group_count(value: Any, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return value
-
-
-def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
-    """lax's rule: same kind (or int -> float), same signedness, never narrower."""
-    if preferred is None:
-        return
-    input_dtype, preferred = np.dtype(input_dtype), np.dtype(preferred)
-    int_to_float = jnp.issubdtype(input_dtype, jnp.integer) and jnp.issubdtype(preferred, jnp.floating)
-    if not int_to_float:
-        # bool is none of these kinds, so lax lets it accumulate in any wider type.
-        for kind in (jnp.integer, jnp.floating, jnp.complexfloating):
-            if jnp.issubdtype(input_dtype, kind) and not jnp.issubdtype(preferred, kind):
-                raise TypeError(
-                    f"preferred_element_type {preferred} is incompatible with input dtype {input_dtype}: "
-                    "allowed are (integral, integral), (integral, floating), (floating, floating), "
-                    "(complex, complex)"
-                )
-        if jnp.issubdtype(input_dtype, jnp.signedinteger) and not jnp.issubdtype(preferred, jnp.signedinteger):
-            raise TypeError(f"preferred_element_type {preferred} must be signed like input dtype {input_dtype}")
-    if preferred.itemsize < input_dtype.itemsize:
-        raise TypeError(f"preferred_element_type {preferred} must not be narrower than input dtype {input_dtype}")
 
 
 def conv_general_dilated(
@@ -108,9 +88,10 @@ def conv_general_dilated(
     if lhs.dtype != rhs.dtype:
         raise TypeError(f"lhs and rhs must have the same dtype, got {lhs.dtype} and {rhs.dtype}")
     dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    lhs_perm, rhs_perm, out_perm = (tuple(p) for p in dnums)
-    x, w = lhs.transpose(lhs_perm), rhs.transpose(rhs_perm)
-    spatial_dims = x.ndim - 2
+    lhs_perm, rhs_perm, out_perm = (tuple(int(i) for i in p) for p in dnums)
+    # Checked on the canonical (N, C, *spatial) / (O, I, *kernel) shapes; the arrays move only once all pass.
+    x_shape, w_shape = tuple(lhs.shape[i] for i in lhs_perm), tuple(rhs.shape[i] for i in rhs_perm)
+    spatial_dims = len(x_shape) - 2
     if isinstance(window_strides, int) or len(window_strides) != spatial_dims:
         raise ValueError(
             f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}"
@@ -122,7 +103,7 @@ def conv_general_dilated(
         raise ValueError(
             f"at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} may be > 1"
         )
-    (batch, channels), (out_features, in_features) = x.shape[:2], w.shape[:2]
+    (batch, channels), (out_features, in_features) = x_shape[:2], w_shape[:2]
     if channels % feature_groups or channels // feature_groups != in_features:
         raise ValueError(
             f"lhs feature size {channels} (lhs.shape={lhs.shape}) divided by feature_group_count="
@@ -148,19 +129,33 @@ def conv_general_dilated(
                 f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}"
             ) from None
     geometry = conv_geometry(
-        x.shape[2:],
-        w.shape[2:],
+        x_shape[2:],
+        w_shape[2:],
         stride=tuple(window_strides),
         padding=pads,
         dilation=1 if rhs_dilation is None else tuple(rhs_dilation),
         lhs_dilation=1 if lhs_dilation is None else tuple(lhs_dilation),
     )
     preferred = canonicalize_dtype_arg(preferred_element_type)
-    check_preferred_element_type(x.dtype, preferred)
+    check_preferred_element_type(lhs.dtype, preferred)
 
+    chunk = batch_chunk(
+        geometry, batch // batch_groups, channels * batch_groups, lhs.dtype.itemsize, DEFAULT_MAX_COLS_BYTES
+    )
+    spec = ConvSpec(geometry, groups, precision, preferred, batch_chunk=chunk)
+    return _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "perms", "batch_groups"))
+def _apply_general(
+    lhs: jax.Array, rhs: jax.Array, spec: ConvSpec, perms: tuple[tuple[int, ...], ...], batch_groups: int
+) -> jax.Array:
+    """To the canonical layouts, batch groups folded into feature groups, the conv, and back."""
+    lhs_perm, rhs_perm, out_perm = perms
+    x, w = lhs.transpose(lhs_perm), rhs.transpose(rhs_perm)
     if batch_groups > 1:
+        batch, channels = x.shape[:2]
         x = x.reshape((batch_groups, batch // batch_groups) + x.shape[1:]).swapaxes(0, 1)
         x = x.reshape((batch // batch_groups, batch_groups * channels) + x.shape[3:])
-    chunk = batch_chunk(geometry, x.shape[0], x.shape[1], x.dtype.itemsize, DEFAULT_MAX_COLS_BYTES)
-    out = apply_conv(x, w, None, ConvSpec(geometry, groups, precision, preferred, batch_chunk=chunk))
-    return out.transpose(tuple(np.argsort(out_perm)))
+    out = apply_conv(x, w, None, spec)
+    return out.transpose(tuple(int(i) for i in np.argsort(out_perm)))

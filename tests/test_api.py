@@ -163,6 +163,28 @@ def test_errors_are_raised_before_tracing(conv_fn):
         jax.eval_shape(conv_fn, jnp.ones((4, 5)), jnp.ones((4, 5)))
 
 
+@CONVS
+@pytest.mark.parametrize(
+    "preferred, match",
+    [
+        ("int32", "is incompatible with input dtype float32"),
+        ("bfloat16", "must not be narrower than input dtype float32"),
+    ],
+)
+def test_preferred_element_type_is_checked(conv_fn, preferred, match):
+    with pytest.raises(TypeError, match=f"preferred_element_type {preferred} {match}"):
+        jax.eval_shape(lambda x, w: conv_fn(x, w, preferred_element_type=preferred), X, jnp.ones((6, 4, 3, 3)))
+
+
+def test_lax_drop_in_checks_before_any_array_work(caplog):
+    """conv_general_dilated validates on shapes alone: a bad argument compiles nothing, not even a transpose."""
+    lhs, rhs = jax.block_until_ready((jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))))
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        with pytest.raises(ValueError, match="stride must be >= 1"):
+            jaxconv.conv_general_dilated(lhs, rhs, (0, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
+
+
 # --- lax_conv: the reference backend ---------------------------------------------
 
 
