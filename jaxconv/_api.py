@@ -42,6 +42,11 @@ def canonicalize_dtype_arg(preferred_element_type: Any) -> Any:
     return None if preferred_element_type is None else jnp.dtype(preferred_element_type)
 
 
+def cols_itemsize(input_dtype: Any, preferred: Any) -> int:
+    """Bytes per element of phi(I) as the backward holds it: cast to the accumulation dtype when that is wider."""
+    return max(np.dtype(input_dtype).itemsize, 0 if preferred is None else np.dtype(preferred).itemsize)
+
+
 def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
     """lax's rule: same kind (or int -> float), same signedness, never narrower."""
     if preferred is None:
@@ -112,7 +117,7 @@ def conv_spec(
         raise ValueError(f"col2im_method must be one of {COL2IM_METHODS}, got {col2im_method!r}")
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
-    chunk = batch_chunk(geometry, x.shape[0], channels, x.dtype.itemsize, max_cols_bytes)
+    chunk = batch_chunk(geometry, x.shape[0], channels, cols_itemsize(x.dtype, preferred_element_type), max_cols_bytes)
     return ConvSpec(geometry, groups, precision, preferred_element_type, col2im_method, chunk)
 
 

@@ -205,8 +205,8 @@ def conv_geometry(
     >>> conv_geometry((28, 28), (5, 5), padding="SAME").out_spatial
     (28, 28)
     """
-    in_spatial = tuple(int(s) for s in in_spatial)
-    kernel_size = tuple(int(k) for k in kernel_size)
+    in_spatial = tuple(_as_int(s, "input spatial shape") for s in in_spatial)
+    kernel_size = tuple(_as_int(k, "kernel_size") for k in kernel_size)
     n = len(in_spatial)
     if len(kernel_size) != n:
         raise ValueError(f"kernel_size {kernel_size} and input spatial shape {in_spatial} differ in rank")
@@ -233,7 +233,7 @@ def conv_geometry(
 
 # The default budget for phi(I). Measured on a 2-core CPU (benchmarks/RESULTS.md): at 8 MiB the
 # value_and_grad of every benchmark layer holds at most 1.17x lax's XLA temp memory; at 32 MiB lenet2's
-# phi (26 MB) stayed whole and held 6x. The large layers ran as fast at 8 MiB as at 32 MiB.
+# phi (26 MB) stayed whole and held 52 MiB against lax's 8.6 (a benchmark run before this default).
 DEFAULT_MAX_COLS_BYTES = 8 * 2**20
 
 

@@ -10,16 +10,18 @@ NumPy at trace time (:func:`window_starts`): one index per kernel offset, the
 corner of the *window box* that offset reads, i.e. padded pixels ``o * stride
 + k * dilation`` for every output position ``o`` at once (strides > 1 read the
 box's span and keep every ``stride``-th pixel). Each index copies a whole
-``(C, N, *span)`` box, which XLA turns into long contiguous copies; on CPU this
-was 1.2x faster than gathering window rows and 3x faster than gathering single
-pixels. :func:`window_indices` lists the same reads pixel by pixel: the oracle
-the tests and notebooks check phi against.
+``(C, N, *span)`` box, which XLA turns into long contiguous copies; measured on
+CPU when it replaced them (see that commit), this was 1.2x faster than
+gathering window rows and 3x faster than gathering single pixels.
+:func:`window_indices` lists the same reads pixel by pixel: the oracle the
+tests and notebooks check phi against.
 
 ``col2im`` sends ``dL/dphi`` back to ``dL/dI``: every window's contribution is
 added to the pixels it read, so overlapping windows sum. It has two forms: the
 scatter-add that is the exact transpose of the gather (same indices), and one
-strided ``lax.pad`` per kernel offset, summed, which XLA fuses into one loop
-and which is the faster default (``benchmarks/RESULTS.md``).
+strided ``lax.pad`` per kernel offset, summed, which XLA fuses into one loop:
+the default, as fast or faster on the large benchmark layers, though not on
+lenet2's 5x5 kernel (``benchmarks/RESULTS.md``, "Design choices").
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._api import canonicalize_dtype_arg, check_preferred_element_type
+from jaxconv._api import canonicalize_dtype_arg, check_preferred_element_type, cols_itemsize
 from jaxconv._conv import ConvSpec, apply_conv
 from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, conv_geometry
 
@@ -140,7 +140,11 @@ def conv_general_dilated(
     check_preferred_element_type(lhs.dtype, preferred)
 
     chunk = batch_chunk(
-        geometry, batch // batch_groups, channels * batch_groups, lhs.dtype.itemsize, DEFAULT_MAX_COLS_BYTES
+        geometry,
+        batch // batch_groups,
+        channels * batch_groups,
+        cols_itemsize(lhs.dtype, preferred),
+        DEFAULT_MAX_COLS_BYTES,
     )
     spec = ConvSpec(geometry, groups, precision, preferred, batch_chunk=chunk)
     return _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)

@@ -542,6 +542,10 @@ def fit(
     log = log or (lambda line: None)
     if resume and config.out_dir is None:
         raise ValueError("resume needs config.out_dir, the directory of the run to continue")
+    if overwrite and not resume and config.out_dir is not None:
+        for name in (CHECKPOINT, METRICS, CURVES):  # the old run's files go, so none outlives it beside the new
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(config.out_dir, name))
     if not (resume or overwrite) and config.out_dir is not None and os.path.exists(checkpoint_path(config.out_dir)):
         raise FileExistsError(
             f"{config.out_dir} holds the checkpoint of an earlier run: continue it with --resume {config.out_dir} "

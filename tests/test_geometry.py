@@ -260,3 +260,11 @@ def test_batch_chunk():
     assert batch_chunk(g, 10, 2, 4, 1) == 1  # at least one image per chunk
     with pytest.raises(ValueError, match="max_cols_bytes must be a positive int or None"):
         batch_chunk(g, 10, 2, 4, 0)
+
+
+@pytest.mark.parametrize(
+    "in_spatial, kernel, name", [((5.9, 5), (2, 3), "input spatial shape"), ((5, 5), (2.5, 3), "kernel_size")]
+)
+def test_conv_geometry_rejects_non_int_sizes(in_spatial, kernel, name):
+    with pytest.raises(TypeError, match=f"{name} must be an int, got float"):
+        conv_geometry(in_spatial, kernel)

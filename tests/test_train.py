@@ -438,7 +438,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "is not a jaxconv checkpoint" in capsys.readouterr().err
 
 
-def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, capsys):
+def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]
     assert main(args) == 0
@@ -454,6 +454,14 @@ def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--overwrite"]) == 2
     assert "give one of them" in capsys.readouterr().err
 
+    # Overwriting removes the old run's files first: an overwriting run stopped early leaves none of them behind.
+    _interrupt_after(monkeypatch, -1)
+    with pytest.raises(train.TrainingInterrupted):
+        train.fit(_config(epochs=1, seed=1, out_dir=str(out)), overwrite=True)
+    monkeypatch.undo()
+    assert os.listdir(out) == []
+
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 0
     assert main([*args, "--seed", "1", "--overwrite"]) == 0
     assert "is replaced by a new one" in capsys.readouterr().out
     assert (out / train.CHECKPOINT).read_bytes() != saved
