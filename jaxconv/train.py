@@ -542,10 +542,6 @@ def fit(
     log = log or (lambda line: None)
     if resume and config.out_dir is None:
         raise ValueError("resume needs config.out_dir, the directory of the run to continue")
-    if overwrite and not resume and config.out_dir is not None:
-        for name in (CHECKPOINT, METRICS, CURVES):  # the old run's files go, so none outlives it beside the new
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(config.out_dir, name))
     if not (resume or overwrite) and config.out_dir is not None and os.path.exists(checkpoint_path(config.out_dir)):
         raise FileExistsError(
             f"{config.out_dir} holds the checkpoint of an earlier run: continue it with --resume {config.out_dir} "
@@ -562,6 +558,11 @@ def fit(
     state = _RunState(params, opt_state, key, 0, (), 0.0, 0, 0, 0.0)
     if resume:
         state = _restore(config, state, steps_per_epoch)
+    if overwrite and not resume and config.out_dir is not None:
+        # Only now that the new run passed its checks: the old run's files go, none to outlive it beside the new.
+        for name in (CHECKPOINT, METRICS, CURVES):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(config.out_dir, name))
     log(
         f"data: {data.name}, {num_train} train / {len(data.x_test)} test images of shape {data.image_shape}, "
         f"{data.num_classes} classes"

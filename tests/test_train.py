@@ -454,6 +454,11 @@ def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch
     assert main(["train", "--resume", str(out), "--overwrite"]) == 2
     assert "give one of them" in capsys.readouterr().err
 
+    # An overwriting run that fails its own checks removes nothing.
+    with pytest.raises(ValueError, match="batch_size 128 is larger"):
+        train.fit(_config(epochs=1, batch_size=128, out_dir=str(out)), overwrite=True)
+    assert (out / train.CHECKPOINT).read_bytes() == saved
+
     # Overwriting removes the old run's files first: an overwriting run stopped early leaves none of them behind.
     _interrupt_after(monkeypatch, -1)
     with pytest.raises(train.TrainingInterrupted):
