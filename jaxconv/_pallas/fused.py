@@ -128,8 +128,10 @@ def _kernel_rows(w: jax.Array, groups: int) -> jax.Array:
 # --- the three fused GEMMs ------------------------------------------------------------------
 
 
-def _accumulated(*dtypes: Any) -> np.dtype:
-    return jnp.dtype(jnp.result_type(*dtypes))
+def _common_dtype(a: Any, b: Any) -> np.dtype:
+    """The dtype both operands are cast to, by JAX's standard promotion (bfloat16 and float32 -> float32)."""
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.promote_types(a, b))
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "groups", "preferred_element_type", "interpret", "blocks"))
@@ -160,7 +162,7 @@ def fused_forward(
       ``(N, FN, *out_spatial)``.
     """
     batch, channels = x.shape[:2]
-    dtype = _accumulated(x.dtype, w.dtype)
+    dtype = _common_dtype(x.dtype, w.dtype)
     out_dtype = dtype if preferred_element_type is None else jnp.dtype(preferred_element_type)
     row_base, col_off = phi_offsets(geometry, batch, channels // groups)  # phi's rows and columns
     f_f = _kernel_rows(w, groups).astype(dtype)  # F_f, rows (kernel offset, channel)
@@ -195,7 +197,7 @@ def fused_filter_grad(
     """
     batch, channels = x.shape[:2]
     features = dout.shape[1]
-    dtype = _accumulated(x.dtype, dout.dtype)
+    dtype = _common_dtype(x.dtype, dout.dtype)
     row_base, col_off = phi_offsets(geometry, batch, channels // groups)
     dout_f = _out_rows(dout.astype(dtype), groups).reshape(groups, row_base.size, features // groups)  # dL/dO_f
     blocks = blocks or choose_blocks(col_off.size, features // groups, row_base.size, split=True)
@@ -238,7 +240,7 @@ def fused_input_grad(
     """
     batch, features = dout.shape[:2]
     per_group = w.shape[1]
-    dtype = _accumulated(dout.dtype, w.dtype)
+    dtype = _common_dtype(dout.dtype, w.dtype)
     gather = tap_offsets(geometry, batch, features // groups)
     rows = _out_rows(dout.astype(dtype), groups)
     src = jnp.pad(rows, ((0, 0), (0, 0), (0, 1), (0, 0)))  # one zero row per image

@@ -67,8 +67,8 @@ def choose_blocks(rows: int, cols: int, depth: int, *, split: bool = False) -> B
 
     The smallest power of two covering each dimension, at least 16 (Triton's
     dot) and at most 64 rows or columns, 32 reduction terms per step (the
-    usual Triton matmul starting point). With ``split``, reductions longer than
-    64 steps are cut into up to 16 splits of at least 64 steps.
+    usual Triton matmul starting point). With ``split``, a reduction of 128
+    steps or more is cut into up to 16 splits of at least 64 steps each.
 
     >>> choose_blocks(1000, 8, 27)
     Blocks(m=64, n=16, k=32, splits=1)
@@ -113,11 +113,16 @@ def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: i
     out_ref[...] = acc.astype(out_ref.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("blocks", "out_dtype", "interpret"))
+def _accumulator(dtype) -> np.dtype:
+    """float32, or float64 for float64 operands."""
+    return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
+
+
 def _call(src, b, row_off, col_off, taps, *, blocks, out_dtype, interpret):
+    """The ``pallas_call`` on padded operands: grid (row tiles, column tiles, groups, splits)."""
     groups, depth_padded, cols_padded = b.shape
     rows_padded = row_off.shape[0]
-    acc_dtype = jnp.float64 if b.dtype == jnp.float64 else jnp.float32
+    acc_dtype = _accumulator(b.dtype)
     steps = depth_padded // (blocks.k * blocks.splits)
     whole = lambda a: pl.BlockSpec(a.shape, lambda *_: (0,) * a.ndim)
     row_block = pl.BlockSpec((blocks.m,), lambda i, j, g, s: (i,))
@@ -185,7 +190,7 @@ def gather_gemm(
             _padded_index(taps.row_tap, rows_padded),
             _padded_index(taps.col_tap, depth_padded),
         )
-    partial_dtype = out_dtype if blocks.splits == 1 else (jnp.float64 if b.dtype == jnp.float64 else jnp.float32)
+    partial_dtype = out_dtype if blocks.splits == 1 else _accumulator(b.dtype)  # splits add in the accumulator
     out = _call(
         src,
         b,
