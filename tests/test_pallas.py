@@ -224,6 +224,18 @@ def test_gradients_take_a_wider_cotangent():
     assert_close(dx, expected_dx, scale=2.0)
 
 
+def test_vmap_adds_a_grid_dimension():
+    """Pallas batches the kernel over a vmapped axis of x or of w."""
+    rng = np.random.default_rng(3)
+    geometry = conv_geometry((6, 5), (3, 2), padding=1)
+    xs, w = random_array(rng, (3, 2, 2, 6, 5)), random_array(rng, (4, 2, 3, 2))
+    lax_conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), geometry.padding, precision=lax.Precision.HIGHEST)
+    fused = lambda x, w: fused_forward(x, w, geometry, 1)
+    assert_close(jax.vmap(fused, (0, None))(xs, w), jax.vmap(lax_conv, (0, None))(xs, w))
+    ws = jnp.stack([w, -2 * w])
+    assert_close(jax.vmap(fused, (None, 0))(xs[0], ws), jax.vmap(lax_conv, (None, 0))(xs[0], ws))
+
+
 def test_empty_batch_gives_empty_results():
     geometry = conv_geometry((5, 5), (3, 3))
     x, w = jnp.zeros((0, 2, 5, 5)), jnp.ones((3, 2, 3, 3))
