@@ -11,61 +11,37 @@ reference for tests, ``jaxconv compare`` and ``--conv lax`` in training.
 from __future__ import annotations
 
 import functools
-import operator
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
+from jaxconv._budget import mesh_size, resolve_max_cols_bytes
 from jaxconv._conv import ConvSpec, add_bias, apply_conv
-from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, check_windows_fit, conv_geometry
+from jaxconv._geometry import check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
+from jaxconv._validate import as_array, as_dtype, as_int, check_choice, check_preferred_element_type, dtype_name
 
 Padding = int | str | tuple[int, ...] | tuple[tuple[int, int], ...]
+BACKENDS = ("xla", "pallas", "auto")
+Backend = Literal["xla", "pallas", "auto"]
 
 
-def _check_groups(groups: Any) -> int:
-    if isinstance(groups, bool):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    try:
-        groups = operator.index(groups)
-    except TypeError:
-        raise TypeError(f"groups must be an int, got {type(groups).__name__} {groups!r}") from None
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
-    return groups
+def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any) -> str:
+    """``"auto"`` -> the backend measured fastest for this conv; ``"pallas"`` only where its kernels apply.
 
+    No Pallas figure has been measured on any platform yet (``benchmarks/RESULTS.md``), so ``"auto"`` is XLA.
+    """
+    check_choice(backend, BACKENDS, "backend")
+    if backend != "pallas":
+        return "xla"
+    from jaxconv._pallas import unsupported_reason
 
-def canonicalize_dtype_arg(preferred_element_type: Any) -> Any:
-    return None if preferred_element_type is None else jnp.dtype(preferred_element_type)
-
-
-def cols_itemsize(input_dtype: Any, preferred: Any) -> int:
-    """Bytes per element of phi(I) as the backward holds it: cast to the accumulation dtype when that is wider."""
-    return max(np.dtype(input_dtype).itemsize, 0 if preferred is None else np.dtype(preferred).itemsize)
-
-
-def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
-    """lax's rule: same kind (or int -> float), same signedness, never narrower."""
-    if preferred is None:
-        return
-    input_dtype, preferred = np.dtype(input_dtype), np.dtype(preferred)
-    int_to_float = jnp.issubdtype(input_dtype, jnp.integer) and jnp.issubdtype(preferred, jnp.floating)
-    if not int_to_float:
-        # bool is none of these kinds, so lax lets it accumulate in any wider type.
-        for kind in (jnp.integer, jnp.floating, jnp.complexfloating):
-            if jnp.issubdtype(input_dtype, kind) and not jnp.issubdtype(preferred, kind):
-                raise TypeError(
-                    f"preferred_element_type {preferred} is incompatible with input dtype {input_dtype}: "
-                    "allowed are (integral, integral), (integral, floating), (floating, floating), "
-                    "(complex, complex)"
-                )
-        if jnp.issubdtype(input_dtype, jnp.signedinteger) and not jnp.issubdtype(preferred, jnp.signedinteger):
-            raise TypeError(f"preferred_element_type {preferred} must be signed like input dtype {input_dtype}")
-    if preferred.itemsize < input_dtype.itemsize:
-        raise TypeError(f"preferred_element_type {preferred} must not be narrower than input dtype {input_dtype}")
+    reason = unsupported_reason(geometry, groups, dtype)
+    if reason is not None:
+        raise ValueError(f"backend='pallas' does not support this convolution: {reason}; use backend='xla' or 'auto'")
+    return "pallas"
 
 
 def conv_spec(
@@ -80,7 +56,8 @@ def conv_spec(
     precision: Any = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
-    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
+    max_cols_bytes: Any = "auto",
+    backend: Any = "xla",
 ) -> ConvSpec:
     """Validates the friendly API's arguments and returns the static :class:`ConvSpec`."""
     if x.ndim not in (3, 4, 5):
@@ -100,7 +77,7 @@ def conv_spec(
         raise TypeError(
             f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}" + (f", b {b.dtype}" if b is not None else "")
         )
-    groups = _check_groups(groups)
+    groups = as_int(groups, "groups", minimum=1)
     channels, fn, per_group = x.shape[1], w.shape[0], w.shape[1]
     if fn % groups:
         raise ValueError(f"w has {fn} filters (w.shape={w.shape}), not divisible by groups={groups}")
@@ -111,14 +88,30 @@ def conv_spec(
         )
     if b is not None and b.shape != (fn,):
         raise ValueError(f"b must have shape (FN,) = ({fn},) for w.shape={w.shape}, got {b.shape}")
-    preferred_element_type = canonicalize_dtype_arg(preferred_element_type)
-    check_preferred_element_type(x.dtype, preferred_element_type)
-    if col2im_method not in COL2IM_METHODS:
-        raise ValueError(f"col2im_method must be one of {COL2IM_METHODS}, got {col2im_method!r}")
+    preferred = as_dtype(preferred_element_type, "preferred_element_type")
+    check_preferred_element_type(x.dtype, preferred)
+    check_choice(col2im_method, COL2IM_METHODS, "col2im_method")
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
-    chunk = batch_chunk(geometry, x.shape[0], channels, cols_itemsize(x.dtype, preferred_element_type), max_cols_bytes)
-    return ConvSpec(geometry, groups, precision, preferred_element_type, col2im_method, chunk)
+    return ConvSpec(
+        geometry,
+        groups,
+        precision,
+        dtype_name(preferred, "preferred_element_type"),
+        col2im_method,
+        resolve_max_cols_bytes(max_cols_bytes),
+        mesh_size(),
+        resolve_backend(backend, geometry, groups, x.dtype),
+    )
+
+
+def _checked(
+    x: Any, w: Any, b: Any, options: dict[str, Any]
+) -> tuple[jax.Array, jax.Array, jax.Array | None, ConvSpec]:
+    """:func:`conv`'s and :func:`lax_conv`'s arguments as arrays, and their spec: every check, before tracing."""
+    x, w = as_array(x, "x"), as_array(w, "w")
+    b = None if b is None else as_array(b, "b")
+    return x, w, b, conv_spec(x, w, b, **options)
 
 
 def conv(
@@ -133,7 +126,8 @@ def conv(
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
-    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
+    max_cols_bytes: int | Literal["auto"] | None = "auto",
+    backend: Backend = "xla",
 ) -> jax.Array:
     """N-d convolution as im2col + GEMM, differentiated by the note's formulas.
 
@@ -156,7 +150,15 @@ def conv(
         is processed in chunks of images (``lax.scan``) in the forward and the
         backward pass, with the same results up to float rounding (dL/dW adds
         the chunks' products in turn); None builds phi for the whole batch at
-        once. At least one image is processed at a time.
+        once. At least one image is processed at a time. ``"auto"`` is
+        :func:`jaxconv.default_max_cols_bytes` of the default backend (8 MiB on
+        CPU, a slice of device memory on GPU and TPU). Under ``jax.vmap`` the
+        budget counts every vmapped call's phi.
+      backend: ``"xla"`` (im2col as a gather, then GEMMs), ``"pallas"`` (the
+        same three GEMMs as Pallas kernels that gather phi's tiles themselves,
+        never materialising phi; interpret mode off GPU), or ``"auto"`` (the
+        backend measured fastest for this platform: XLA until Pallas is
+        measured faster somewhere).
 
     Returns:
       ``(N, FN, *out_spatial)``.
@@ -168,21 +170,9 @@ def conv(
     >>> float(conv(x, w)[0, 0, 0, 0])
     27.0
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
-    spec = conv_spec(
-        x,
-        w,
-        b,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-        col2im_method=col2im_method,
-        max_cols_bytes=max_cols_bytes,
-    )
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision)
+    options.update(preferred_element_type=preferred_element_type, col2im_method=col2im_method)
+    x, w, b, spec = _checked(x, w, b, options | dict(max_cols_bytes=max_cols_bytes, backend=backend))
     return apply_conv(x, w, b, spec)
 
 
@@ -192,7 +182,7 @@ def _conv_of_rank(spatial_dims: int):
     def conv_nd(
         x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, **kwargs: Any
     ) -> jax.Array:
-        x = jnp.asarray(x)
+        x = as_array(x, "x")
         if x.ndim != spatial_dims + 2:
             raise ValueError(
                 f"{name} expects x of rank {spatial_dims + 2} (N, C, {spatial_dims} spatial), got shape {x.shape}"
@@ -225,32 +215,21 @@ def lax_conv(
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
-    max_cols_bytes: int | None = DEFAULT_MAX_COLS_BYTES,
+    max_cols_bytes: int | Literal["auto"] | None = "auto",
+    backend: Backend = "xla",
 ) -> jax.Array:
     """The reference: :func:`conv`'s signature and checks, computed by ``lax.conv_general_dilated``.
 
-    Differentiated by JAX's own rules for lax's convolution. ``col2im_method``
-    and ``max_cols_bytes`` are accepted for a uniform signature and ignored.
+    Differentiated by JAX's own rules for lax's convolution. ``col2im_method``,
+    ``max_cols_bytes`` and ``backend`` are checked like :func:`conv`'s and ignored.
 
     >>> x, w = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
     >>> bool(jnp.allclose(lax_conv(x, w, padding=1), conv(x, w, padding=1)))
     True
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    b = None if b is None else jnp.asarray(b)
-    spec = conv_spec(
-        x,
-        w,
-        b,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-        col2im_method=col2im_method,
-        max_cols_bytes=max_cols_bytes,
-    )
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision)
+    options.update(preferred_element_type=preferred_element_type, col2im_method=col2im_method)
+    x, w, b, spec = _checked(x, w, b, options | dict(max_cols_bytes=max_cols_bytes, backend=backend))
     return _lax_apply(x, w, b, spec)
 
 

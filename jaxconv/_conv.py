@@ -1,18 +1,20 @@
 """The convolution as im2col + GEMM, with the note's backward pass as its custom VJP.
 
-Each equation of ``bp-for-conv-layer.md`` is one function here:
+Each equation of ``bp-for-conv-layer.md`` is one function, and these are the
+functions the conv calls (XLA backend; ``backend="pallas"`` fuses the same
+three GEMMs with their im2col/col2im, :mod:`jaxconv._pallas`):
 
-=================================  ==========================  ===================
-note                               shape (per group)           function
-=================================  ==========================  ===================
-phi(I) = im2col(I)                 (N*OH*OW, C*FH*FW)          ``_im2col_t`` (as phi^T)
-F_f = W.reshape(FN, -1).T          (C*FH*FW, FN)               :func:`flatten_filters`
-O_f = phi(I) F_f                   (N*OH*OW, FN)               :func:`forward_gemm`
-dL/dF_f = phi(I)^T dL/dO_f         (C*FH*FW, FN)               :func:`filter_grad`
-dL/dphi(I) = dL/dO_f F_f^T         (N*OH*OW, C*FH*FW)          :func:`cols_grad`
-dL/dI = col2im(dL/dphi(I))         (N, C, H, W)                ``_col2im_t``
-dL/db = sum over rows of dL/dO_f   (FN,)                       :func:`bias_grad`
-=================================  ==========================  ===================
+==============================  ====================  =======================================
+note                            shape (per group)     function
+==============================  ====================  =======================================
+phi(I) = im2col(I)              (N*OH*OW, C*FH*FW)    :func:`jaxconv.im2col_t` (as phi^T)
+F_f = W.reshape(FN, -1).T       (C*FH*FW, FN)         :func:`flatten_filters`
+O_f = phi(I) F_f                (N*OH*OW, FN)         :func:`forward_gemm`
+dL/dF_f = phi(I)^T dL/dO_f      (C*FH*FW, FN)         :func:`filter_grad` (Eq. 1)
+dL/dphi(I) = dL/dO_f F_f^T      (N*OH*OW, C*FH*FW)    :func:`cols_grad` (Eq. 2)
+dL/dI = col2im(dL/dphi(I))      (N, C, H, W)          :func:`jaxconv.col2im_t`
+dL/db = sum over rows of dL/dO  (FN,)                 :func:`bias_grad`
+==============================  ====================  =======================================
 
 The N images of a batch are stacked as rows of phi(I), so dL/dF_f sums over
 the batch inside one GEMM.
@@ -21,10 +23,9 @@ the batch inside one GEMM.
 ``(C*FH*FW, N*OH*OW)``, ``out_t = O_f^T`` and ``dout_t = (dL/dO_f)^T`` of shape
 ``(FN, N*OH*OW)``, one transpose away from the ``(N, FN, OH, OW)`` output.
 The equations are the note's, transposed where the layout asks: ``O_f^T =
-F_f^T phi^T`` and ``(dL/dphi)^T = F_f (dL/dO_f)^T``. Measured on CPU when the
-layout was chosen: the gather writes phi^T's rows whole, and no GEMM contracts
-over the leading axis of its left operand (which ran at half the GEMM rate);
-cifar2's value_and_grad went from 1.15x to 0.95x of lax's time.
+F_f^T phi^T`` and ``(dL/dphi)^T = F_f (dL/dO_f)^T``. The gather writes phi^T's
+rows whole and no GEMM contracts over its left operand's leading axis
+(``benchmarks/RESULTS.md``, "Design choices").
 
 **Filters.** The note writes ``F.reshape(-1, FN)``; that reads the (FN, C,
 FH, FW) filters in the wrong order. ``W.reshape(FN, -1).T`` is the matrix
@@ -33,33 +34,56 @@ whose column ``f`` is filter ``f`` flattened in im2col's ``(C, FH, FW)`` order.
 **Groups.** A grouped convolution (``groups = G``) splits phi's rows of
 channels and the filters into G blocks; every array carries a leading group
 axis and each GEMM is a batch of G matmuls.
+
+**Memory.** phi is built a chunk of images at a time (:mod:`jaxconv._budget`),
+in the forward and again in the backward, which keeps x rather than phi.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import math
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
 from jaxconv._geometry import ConvGeometry
-from jaxconv._im2col import Col2imMethod, _col2im_t, _im2col_t
+from jaxconv._im2col import Col2imMethod, col2im_t, im2col_t
+from jaxconv._transforms import budget_under_vmap, match_varying_axes
+
+Backend = Literal["xla", "pallas"]
+IntegerGemm = Literal["dot", "multiply_reduce"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-    """Everything static about one convolution: the custom VJP's non-differentiable argument."""
+    """Everything static about one convolution: the custom VJP's non-differentiable argument.
+
+    ``preferred_element_type`` is a dtype's *name*: NumPy compares a dtype
+    equal to None, so two specs holding ``float64`` and None would compare
+    equal and share one compiled function (:func:`jaxconv._validate.dtype_name`).
+    """
 
     geometry: ConvGeometry
     groups: int = 1
     precision: Any = None
-    preferred_element_type: np.dtype | None = None
+    preferred_element_type: str | None = None
     col2im_method: Col2imMethod = "pad_add"
-    batch_chunk: int | None = None
+    max_cols_bytes: int | None = CPU_MAX_COLS_BYTES
+    devices: int = 1
+    backend: Backend = "xla"
+    integer_gemm: IntegerGemm = "dot"
+
+    def __post_init__(self):
+        if not isinstance(self.preferred_element_type, (str, type(None))):
+            raise TypeError(
+                f"ConvSpec.preferred_element_type must be a dtype name or None, got {self.preferred_element_type!r}"
+            )
 
 
 # --- the note's equations -----------------------------------------------------
@@ -73,7 +97,7 @@ def flatten_filters(w: jax.Array, groups: int) -> jax.Array:
     True
     """
     fn, per_group = w.shape[:2]
-    rows = per_group * int(np.prod(w.shape[2:]))
+    rows = per_group * math.prod(w.shape[2:])
     return w.reshape(groups, fn // groups, rows).transpose(0, 2, 1)
 
 
@@ -87,31 +111,63 @@ def _grouped(phi_t: jax.Array, groups: int) -> jax.Array:
     return phi_t.reshape(groups, phi_t.shape[0] // groups, phi_t.shape[1])
 
 
+def _multiply_reduce(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Array:
+    """``(G, O, J) x (G, J, M) -> (G, O, M)``, exactly, for integers and bool, without a GEMM.
+
+    cuBLAS has no GEMM for most integer types (int16 inputs raise "GEMM is not
+    supported by cublasLt", bool ones crash), so on GPUs integer convolutions
+    multiply and reduce, which XLA fuses into one reduction. Products and sums
+    wrap in ``out_dtype`` as lax's integer convolution does; bool is the OR of ANDs.
+    """
+    acc = jnp.int32 if out_dtype == jnp.bool_ else out_dtype
+    total = jnp.sum(a.astype(acc)[..., None] * b.astype(acc)[:, None], axis=2, dtype=acc)
+    return total != 0 if out_dtype == jnp.bool_ else total
+
+
+def integer_gemm_for(platform: str) -> IntegerGemm:
+    """How integer and bool GEMMs run on ``platform``: GPUs multiply and reduce (:func:`_multiply_reduce`)."""
+    return "multiply_reduce" if platform in ("gpu", "cuda", "rocm") else "dot"
+
+
 def forward_gemm(
-    phi_t: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+    phi_t: jax.Array,
+    w_flat: jax.Array,
+    *,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    integer_gemm: IntegerGemm = "dot",
 ) -> jax.Array:
     """O_f = phi(I) F_f, computed as O_f^T = F_f^T phi^T: ``(C*K, M) x (G, J, FN/G) -> (G, FN/G, M)``.
+
+    ``integer_gemm="multiply_reduce"`` computes integer and bool products
+    without a GEMM (what GPUs need, see :func:`_multiply_reduce`).
 
     >>> phi = jnp.arange(6.0).reshape(3, 2)        # M=3 windows, C*K=2
     >>> f_f = jnp.array([[1.0], [10.0]])[None]     # one group, FN=1
     >>> forward_gemm(phi.T, f_f)[0, 0]             # phi @ F_f
     Array([10., 32., 54.], dtype=float32)
     """
-    # Written with F_f^T, which is W's own row-major layout: given F_f (J, FN), XLA's CPU backend kept that
-    # layout and ran a transposed-operand GEMM at half the rate (conv1x1's forward 36 -> 24 ms).
+    # F_f^T is W's own row-major layout, which XLA's CPU GEMM reads fastest (RESULTS.md, "Design choices").
+    w_flat_t, phi_t = w_flat.swapaxes(1, 2), _grouped(phi_t, w_flat.shape[0])
+    if integer_gemm == "multiply_reduce" and not jnp.issubdtype(phi_t.dtype, jnp.inexact):
+        out_dtype = phi_t.dtype if preferred_element_type is None else jnp.dtype(preferred_element_type)
+        return _multiply_reduce(w_flat_t, phi_t, out_dtype)
     return jnp.einsum(
-        "goj,gjm->gom",
-        w_flat.swapaxes(1, 2),
-        _grouped(phi_t, w_flat.shape[0]),
-        precision=precision,
-        preferred_element_type=preferred_element_type,
+        "goj,gjm->gom", w_flat_t, phi_t, precision=precision, preferred_element_type=preferred_element_type
     )
 
 
 def filter_grad(
     phi_t: jax.Array, dout_t: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
 ) -> jax.Array:
-    """dL/dF_f = phi(I)^T dL/dO_f, summed over all rows (every image): ``-> (G, J, FN/G)``."""
+    """dL/dF_f = phi(I)^T dL/dO_f (from the note's Eq. 1), summed over all rows (every image): ``-> (G, J, FN/G)``.
+
+    >>> phi = jnp.arange(6.0).reshape(3, 2)
+    >>> dout = jnp.ones((3, 1))
+    >>> filter_grad(phi.T, dout.T[None])[0]        # phi.T @ dout
+    Array([[6.],
+           [9.]], dtype=float32)
+    """
     return jnp.einsum(
         "gjm,gom->gjo",
         _grouped(phi_t, dout_t.shape[0]),
@@ -124,13 +180,15 @@ def filter_grad(
 def cols_grad(
     dout_t: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
 ) -> jax.Array:
-    """dL/dphi(I) = dL/dO_f F_f^T, computed as its transpose F_f dL/dO_f^T: ``-> (C*K, M)``, phi^T's layout."""
+    """dL/dphi(I) = dL/dO_f F_f^T (from the note's Eq. 2), as its transpose F_f dL/dO_f^T: ``-> (C*K, M)``.
+
+    >>> f_f = jnp.array([[1.0], [10.0]])[None]
+    >>> cols_grad(jnp.ones((1, 1, 3)), f_f)        # (dout @ F_f.T).T
+    Array([[ 1.,  1.,  1.],
+           [10., 10., 10.]], dtype=float32)
+    """
     dphi_t = jnp.einsum(
-        "gjo,gom->gjm",
-        w_flat,
-        dout_t,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
+        "gjo,gom->gjm", w_flat, dout_t, precision=precision, preferred_element_type=preferred_element_type
     )
     groups, per_group, rows = dphi_t.shape
     return dphi_t.reshape(groups * per_group, rows)
@@ -144,18 +202,18 @@ def bias_grad(dout_t: jax.Array) -> jax.Array:
 # --- layout between O_f^T and the (N, FN, *out) output ---------------------------
 
 
-def _to_output(out_t: jax.Array, geometry: ConvGeometry, batch: int) -> jax.Array:
+def to_output(out_t: jax.Array, geometry: ConvGeometry, batch: int) -> jax.Array:
     """O_f^T ``(G, FN/G, N*P)`` -> ``(N, FN, *out_spatial)``."""
     fn = out_t.shape[0] * out_t.shape[1]
     out = out_t.reshape(fn, batch, geometry.num_windows).swapaxes(0, 1)
     return out.reshape((batch, fn) + geometry.out_spatial)
 
 
-def _from_output(dout: jax.Array, spec: ConvSpec) -> jax.Array:
-    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f^T ``(G, FN/G, N*P)``: the adjoint of :func:`_to_output`."""
+def from_output(dout: jax.Array, geometry: ConvGeometry, groups: int) -> jax.Array:
+    """dL/dO ``(N, FN, *out_spatial)`` -> dL/dO_f^T ``(G, FN/G, N*P)``: the adjoint of :func:`to_output`."""
     batch, fn = dout.shape[:2]
-    rows = dout.reshape(batch, fn, spec.geometry.num_windows).swapaxes(0, 1)
-    return rows.reshape(spec.groups, fn // spec.groups, batch * spec.geometry.num_windows)
+    rows = dout.reshape(batch, fn, geometry.num_windows).swapaxes(0, 1)
+    return rows.reshape(groups, fn // groups, batch * geometry.num_windows)
 
 
 def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
@@ -165,41 +223,118 @@ def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
     return out + b.astype(out.dtype).reshape((1, b.shape[0]) + (1,) * (out.ndim - 2))
 
 
-# --- forward and the custom VJP ---------------------------------------------------
+# --- chunks of the batch ---------------------------------------------------------
 
 
-def _over_batch_chunks(body, carry, arrays, chunk):
+def chunk_size(spec: ConvSpec, x_shape: tuple[int, ...], x_dtype: Any) -> int | None:
+    """Images per chunk of this conv's phi(I) (None: the whole batch at once).
+
+    phi is held in the accumulation dtype when that is wider (the backward casts it to dL/dO's dtype).
+    """
+    batch, channels = x_shape[:2]
+    preferred = spec.preferred_element_type
+    itemsize = max(np.dtype(x_dtype).itemsize, 0 if preferred is None else np.dtype(preferred).itemsize)
+    per_image = cols_bytes_per_image(spec.geometry, channels, itemsize)
+    return batch_chunk(batch, per_image, spec.max_cols_bytes, multiple=math.gcd(batch, spec.devices))
+
+
+def over_batch_chunks(body, carry, arrays, chunk):
     """``carry, y = body(carry, *chunk_of_arrays)`` over the batch axis, ``chunk`` images at a time.
 
-    Full chunks go through one ``lax.scan`` (so phi(I) exists for one chunk at a
-    time), the remainder through one more call; the ``y`` are concatenated.
+    One ``lax.scan``, so phi(I) exists for one chunk at a time. Chunk ``j``
+    holds images ``j, j + steps, j + 2 * steps, ...``: with the batch sharded
+    in contiguous blocks over D devices and ``chunk`` a multiple of D, every
+    chunk holds ``chunk / D`` images of each device's block, so no image moves
+    between devices. A batch that is not a multiple of ``chunk`` is padded with
+    zero images, whose outputs are dropped (and whose gradients are zero).
     """
     batch = arrays[0].shape[0]
     if chunk is None or chunk >= batch:
         return body(carry, *arrays)
-    full = batch - batch % chunk
-    stacked = [a[:full].reshape((full // chunk, chunk) + a.shape[1:]) for a in arrays]
-    carry, ys = lax.scan(lambda c, xs: body(c, *xs), carry, stacked)
-    ys = ys.reshape((full,) + ys.shape[2:])
-    if full == batch:
-        return carry, ys
-    carry, tail = body(carry, *[a[full:] for a in arrays])
-    return carry, jnp.concatenate([ys, tail])
+    steps = -(-batch // chunk)
+    pad = steps * chunk - batch
+
+    def strided(a):
+        if pad:
+            a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape((chunk, steps) + a.shape[1:]).swapaxes(0, 1)
+
+    carry, ys = lax.scan(lambda c, xs: body(c, *xs), carry, [strided(a) for a in arrays])
+    ys = ys.swapaxes(0, 1).reshape((steps * chunk,) + ys.shape[2:])
+    return carry, ys[:batch] if pad else ys
+
+
+# --- forward and backward, XLA backend ----------------------------------------------
+
+
+def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
+    """``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, no bias: phi(I) F_f a chunk of images at a time."""
+    if spec.backend == "pallas":
+        from jaxconv import _pallas
+
+        return _pallas.fused_forward(
+            x, w, spec.geometry, spec.groups, preferred_element_type=spec.preferred_element_type
+        )
+    w_flat = flatten_filters(w, spec.groups)  # F_f
+    options = dict(precision=spec.precision, preferred_element_type=spec.preferred_element_type)
+
+    def chunk_forward(carry, x_chunk):
+        phi_t = im2col_t(x_chunk, spec.geometry)  # phi(I)^T
+        out_t = forward_gemm(phi_t, w_flat, **options, integer_gemm=spec.integer_gemm)  # O_f = phi(I) F_f
+        return carry, to_output(out_t, spec.geometry, x_chunk.shape[0])
+
+    _, out = over_batch_chunks(chunk_forward, (), [x], chunk_size(spec, x.shape, x.dtype))
+    return out
+
+
+def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """dL/dI and dL/dW from dL/dO: the note's three lines, a chunk of images at a time."""
+    if spec.backend == "pallas":
+        from jaxconv import _pallas
+
+        dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups)
+        return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
+    options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
+    w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
+
+    def chunk_backward(dw_flat, x_chunk, dout_chunk):
+        phi_t = im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
+        dout_t = from_output(dout_chunk, spec.geometry, spec.groups)  # dL/dO_f^T
+        dw_flat = dw_flat + filter_grad(phi_t, dout_t, **options)  # Eq. 1: phi(I)^T dL/dO_f
+        dphi_t = cols_grad(dout_t, w_flat, **options)  # Eq. 2: dL/dO_f F_f^T
+        dx = col2im_t(dphi_t, spec.geometry, x_chunk.shape[0], spec.col2im_method)  # col2im(dL/dphi)
+        return dw_flat, dx
+
+    dw_flat, dx = over_batch_chunks(
+        chunk_backward, jnp.zeros_like(w_flat), [x, dout], chunk_size(spec, x.shape, x.dtype)
+    )
+    return dx, unflatten_filters(dw_flat, w.shape)
+
+
+def _under_vmap_budget(fn):
+    """``fn(spec, *arrays)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._transforms`)."""
+
+    @functools.wraps(fn)
+    def wrapped(spec: ConvSpec, *arrays):
+        if spec.backend != "xla" or spec.max_cols_bytes is None:
+            return fn(spec, *arrays)
+        x = arrays[0]
+        per_item = x.shape[0] * cols_bytes_per_image(spec.geometry, x.shape[1], np.dtype(x.dtype).itemsize)
+        return budget_under_vmap(functools.partial(fn, spec), per_item, spec.max_cols_bytes)(*arrays)
+
+    return wrapped
+
+
+forward = _under_vmap_budget(_forward)
+backward = _under_vmap_budget(_backward)
+
+
+# --- the custom VJP --------------------------------------------------------------
 
 
 def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    """The forward pass, ``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, with no VJP attached."""
-    w_flat = flatten_filters(w, spec.groups)  # F_f
-
-    def chunk_forward(carry, x_chunk):
-        phi_t = _im2col_t(x_chunk, spec.geometry)  # phi(I)^T
-        out_t = forward_gemm(  # O_f = phi(I) F_f
-            phi_t, w_flat, precision=spec.precision, preferred_element_type=spec.preferred_element_type
-        )
-        return carry, _to_output(out_t, spec.geometry, x_chunk.shape[0])
-
-    _, out = _over_batch_chunks(chunk_forward, (), [x], spec.batch_chunk)
-    return add_bias(out, b)
+    """The forward pass with its bias, ``(N, C, *s) x (FN, C/G, *k) -> (N, FN, *out)``, no VJP attached."""
+    return add_bias(forward(spec, x, w), b)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -209,28 +344,15 @@ def conv_vjp(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) ->
 
 
 def _conv_fwd(x, w, b, spec):
-    # The forward keeps x, not phi(I), and the backward rebuilds phi chunk by
-    # chunk: phi is FH*FW/stride^2 times the size of x, and holding it between
-    # the passes costs that memory for no speed (benchmarks/RESULTS.md).
+    # The forward keeps x, not phi(I), and the backward rebuilds phi chunk by chunk: phi is FH*FW/stride^2
+    # times the size of x, and holding it between the passes costs that memory for no speed (RESULTS.md).
     return conv_forward(x, w, b, spec), (x, w, b)
 
 
 def _conv_bwd(spec, residuals, dout):
     x, w, b = residuals
-    options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
-    w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
-
-    def chunk_backward(dw_flat, x_chunk, dout_chunk):
-        phi_t = _im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
-        dout_t = _from_output(dout_chunk, spec)  # dL/dO_f^T
-        dw_flat = dw_flat + filter_grad(phi_t, dout_t, **options)  # phi(I)^T dL/dO_f
-        dphi_t = cols_grad(dout_t, w_flat, **options)  # dL/dO_f F_f^T
-        dx = _col2im_t(dphi_t, spec.geometry, x_chunk.shape[0], spec.col2im_method)  # col2im(dL/dphi)
-        return dw_flat, dx
-
-    dw_flat, dx = _over_batch_chunks(chunk_backward, jnp.zeros_like(w_flat), [x, dout], spec.batch_chunk)
-    dw = unflatten_filters(dw_flat, w.shape)
-    db = None if b is None else bias_grad(_from_output(dout, spec)).astype(b.dtype)
+    dx, dw = backward(spec, x, w, dout)
+    db = None if b is None else bias_grad(from_output(dout, spec.geometry, spec.groups)).astype(b.dtype)
     return dx.astype(x.dtype), dw.astype(w.dtype), db
 
 
@@ -239,7 +361,10 @@ conv_vjp.defvjp(_conv_fwd, _conv_bwd)
 
 @functools.partial(jax.jit, static_argnames=("spec",))
 def apply_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    """Jitted entry point: the custom VJP for inexact dtypes, the plain forward for integers."""
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-        return conv_vjp(x, w, b, spec)
-    return conv_forward(x, w, b, spec)
+    """Jitted entry point: the custom VJP for inexact dtypes, the plain forward for integers and bool."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return conv_forward(x, w, b, spec)
+    # Inside shard_map a replicated w meets a sharded x: the VJP must see them vary alike (its dL/dW is
+    # then summed over the devices by the cast's own transpose, as for lax's conv).
+    x, w, b = match_varying_axes(x, w, b)
+    return conv_vjp(x, w, b, spec)

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from collections.abc import Sequence
 from typing import Any
+
+import jax
+import numpy as np
+
+from jaxconv._validate import as_int, ntuple
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 
@@ -29,44 +33,6 @@ PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 def dilate_dim(size: int, dilation: int) -> int:
     """Size of a dimension of ``size`` elements with ``dilation - 1`` holes between them."""
     return max(0, (size - 1) * dilation + 1)
-
-
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-
-
-def normalize_tuple(value: Any, n: int, name: str, *, minimum: int | None = 1) -> tuple[int, ...]:
-    """Turns an int, or a sequence of ``n`` ints, into a tuple of ``n`` ints.
-
-    Args:
-      value: an int (used for every spatial dimension) or a sequence of ``n`` ints.
-      n: the number of spatial dimensions.
-      name: the argument's name, used in error messages.
-      minimum: the smallest allowed value, or None for no bound.
-
-    Returns:
-      A tuple of ``n`` Python ints.
-
-    Raises:
-      TypeError: if ``value`` is not an int or a sequence of ints.
-      ValueError: if the sequence has the wrong length or a value is below ``minimum``.
-    """
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != n:
-            raise ValueError(
-                f"{name} must have one entry per spatial dimension ({n}), got {len(value)}: {tuple(value)!r}"
-            )
-        values = tuple(_as_int(v, name) for v in value)
-    else:
-        values = (_as_int(value, name),) * n
-    if minimum is not None and any(v < minimum for v in values):
-        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {values}")
-    return values
 
 
 def padtype_to_pads(
@@ -102,6 +68,10 @@ def normalize_padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]
     ``(lo, hi)`` pairs, or one of :data:`PADDING_STRINGS` (any case). Pads may
     be negative, which crops, as in ``jax.lax.conv_general_dilated``.
     """
+    if isinstance(padding, (np.ndarray, jax.Array)) and padding.ndim > 0:
+        if not np.issubdtype(padding.dtype, np.integer):
+            raise TypeError(f"padding must hold ints, got an array of dtype {padding.dtype}")
+        padding = np.asarray(padding).tolist()
     if isinstance(padding, str):
         if padding.upper() not in PADDING_STRINGS:
             raise ValueError(
@@ -119,12 +89,12 @@ def normalize_padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]
             if isinstance(entry, Sequence) and not isinstance(entry, str):
                 if len(entry) != 2:
                     raise ValueError(f"padding entries must be ints or (lo, hi) pairs, got {entry!r}")
-                pairs.append((_as_int(entry[0], "padding"), _as_int(entry[1], "padding")))
+                pairs.append((as_int(entry[0], "padding"), as_int(entry[1], "padding")))
             else:
-                pad = _as_int(entry, "padding")
+                pad = as_int(entry, "padding")
                 pairs.append((pad, pad))
         return tuple(pairs)
-    pad = _as_int(padding, "padding")
+    pad = as_int(padding, "padding")
     return ((pad, pad),) * n
 
 
@@ -205,16 +175,16 @@ def conv_geometry(
     >>> conv_geometry((28, 28), (5, 5), padding="SAME").out_spatial
     (28, 28)
     """
-    in_spatial = tuple(_as_int(s, "input spatial shape") for s in in_spatial)
-    kernel_size = tuple(_as_int(k, "kernel_size") for k in kernel_size)
+    in_spatial = tuple(as_int(s, "input spatial shape", minimum=0) for s in in_spatial)
+    kernel_size = tuple(as_int(k, "kernel_size") for k in kernel_size)
     n = len(in_spatial)
     if len(kernel_size) != n:
         raise ValueError(f"kernel_size {kernel_size} and input spatial shape {in_spatial} differ in rank")
     if any(k <= 0 for k in kernel_size):
         raise ValueError(f"kernel spatial shape must be positive, got {kernel_size}")
-    stride = normalize_tuple(stride, n, "stride")
-    dilation = normalize_tuple(dilation, n, "dilation")
-    lhs_dilation = normalize_tuple(lhs_dilation, n, "lhs_dilation")
+    stride = ntuple(stride, n, "stride")
+    dilation = ntuple(dilation, n, "dilation")
+    lhs_dilation = ntuple(lhs_dilation, n, "lhs_dilation")
     pads = normalize_padding(padding, n)
     if isinstance(pads, str):
         if any(d != 1 for d in lhs_dilation):
@@ -229,46 +199,6 @@ def conv_geometry(
             f"input spatial shape {in_spatial} (dilated {geometry.dilated_input})"
         )
     return geometry
-
-
-# The default budget for phi(I). Measured on a 2-core CPU (benchmarks/RESULTS.md): at 8 MiB the
-# value_and_grad of every benchmark layer holds at most 1.17x lax's XLA temp memory; at 32 MiB lenet2's
-# phi (26 MB) stayed whole and held 52 MiB against lax's 8.6 (a benchmark run before this default).
-DEFAULT_MAX_COLS_BYTES = 8 * 2**20
-
-
-def batch_chunk(
-    geometry: ConvGeometry, batch: int, channels: int, itemsize: int, max_cols_bytes: int | None
-) -> int | None:
-    """Images per chunk so that one chunk's phi(I) fits in ``max_cols_bytes``; None when all fit.
-
-    phi(I) of one image holds ``OH*OW * C*FH*FW`` elements. At least one image
-    is processed at a time, whatever the budget. Chunks are balanced: a divisor
-    of the batch when one is at least half the largest chunk that fits (no
-    remainder to process apart, which would hold a second set of buffers),
-    else the batch split as evenly as the budget allows.
-
-    >>> g = conv_geometry((32, 32), (3, 3), padding=1)  # 2.25 MiB of phi per 64-channel image
-    >>> batch_chunk(g, 64, 64, 4, 32 * 2**20)  # 14 images fit: 8 chunks of 8
-    8
-    >>> batch_chunk(g, 61, 64, 4, 32 * 2**20)  # 61 is prime: 5 chunks of 13, the last one of 9
-    13
-    >>> batch_chunk(g, 64, 64, 4, None) is None
-    True
-    """
-    if max_cols_bytes is None:
-        return None
-    if isinstance(max_cols_bytes, bool) or not isinstance(max_cols_bytes, int) or max_cols_bytes < 1:
-        raise ValueError(f"max_cols_bytes must be a positive int or None, got {max_cols_bytes!r}")
-    per_image = geometry.num_windows * channels * geometry.window_size * itemsize
-    largest = max(1, max_cols_bytes // max(per_image, 1))
-    if largest >= batch:
-        return None
-    divisor = max(d for d in range(1, largest + 1) if batch % d == 0)
-    if 2 * divisor >= largest:
-        return divisor
-    chunks = -(-batch // largest)
-    return -(-batch // chunks)
 
 
 def check_windows_fit(geometry: ConvGeometry, *, what: str = "kernel") -> None:

@@ -10,10 +10,8 @@ NumPy at trace time (:func:`window_starts`): one index per kernel offset, the
 corner of the *window box* that offset reads, i.e. padded pixels ``o * stride
 + k * dilation`` for every output position ``o`` at once (strides > 1 read the
 box's span and keep every ``stride``-th pixel). Each index copies a whole
-``(C, N, *span)`` box, which XLA turns into long contiguous copies; measured on
-CPU when it replaced them (see that commit), this was 1.2x faster than
-gathering window rows and 3x faster than gathering single pixels.
-:func:`window_indices` lists the same reads pixel by pixel: the oracle the
+``(C, N, *span)`` box, which XLA turns into long contiguous copies (why boxes:
+``benchmarks/RESULTS.md``, "Design choices"). :func:`window_indices` lists the same reads pixel by pixel: the oracle the
 tests and notebooks check phi against.
 
 ``col2im`` sends ``dL/dphi`` back to ``dL/dI``: every window's contribution is
@@ -28,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
@@ -37,6 +34,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
+from jaxconv._validate import as_array, as_shape, check_choice, ntuple
 
 Col2imMethod = Literal["pad_add", "scatter_add"]
 COL2IM_METHODS = ("pad_add", "scatter_add")
@@ -183,8 +181,7 @@ def _pad_add(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
         ):
             config.append((k * d, p - k * d - ((o - 1) * s + 1), s - 1))
         placed.append(lax.pad(windows[(slice(None),) + offset], zero, config))
-    # One sum over the stacked slabs rather than a chain of adds: XLA's fused loop got cheaper per pixel
-    # (profiled on lenet2's value_and_grad: 5.4 -> 4.4 ms whole batch, 23 -> 14 ms in chunks).
+    # One sum over the stacked slabs rather than a chain of adds: a cheaper fused loop (RESULTS.md, "Design choices").
     total = jnp.stack(placed).sum(axis=0)
     return unpad_input(total.swapaxes(0, 1), geometry)
 
@@ -207,11 +204,17 @@ def _im2col(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
     return patches.reshape(batch, geometry.num_windows, channels * geometry.window_size)
 
 
-def _im2col_t(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
+def im2col_t(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
     """phi(I)^T of the batch, images side by side: ``(N, C, *spatial) -> (C*FH*FW, N*OH*OW)``.
 
-    The gather's own layout, so no transpose: on CPU this layout also makes
-    every GEMM of :mod:`jaxconv._conv` a plain matmul.
+    What the conv calls: the gather's own layout, so no transpose, and every
+    GEMM of :mod:`jaxconv._conv` a plain matmul. Unchecked: ``geometry`` must
+    describe ``x`` (:func:`im2col` is the checked, per-image form).
+
+    >>> x = jnp.arange(32.0).reshape(2, 1, 4, 4)
+    >>> g = conv_geometry((4, 4), (3, 3))
+    >>> bool((im2col_t(x, g) == im2col(x, 3).reshape(8, 9).T).all())
+    True
     """
     batch, channels = x.shape[:2]
     return _windows(x, geometry).reshape(channels * geometry.window_size, batch * geometry.num_windows)
@@ -226,8 +229,18 @@ def _col2im(cols: jax.Array, geometry: ConvGeometry, method: Col2imMethod = "pad
     return _add_windows(windows.transpose(order), geometry, method)
 
 
-def _col2im_t(cols_t: jax.Array, geometry: ConvGeometry, batch: int, method: Col2imMethod = "pad_add") -> jax.Array:
-    """dL/dI from dL/dphi^T: ``(C*FH*FW, N*OH*OW) -> (N, C, *spatial)``, the adjoint of :func:`_im2col_t`."""
+def col2im_t(cols_t: jax.Array, geometry: ConvGeometry, batch: int, method: Col2imMethod = "pad_add") -> jax.Array:
+    """dL/dI from dL/dphi^T: ``(C*FH*FW, N*OH*OW) -> (N, C, *spatial)``, the adjoint of :func:`im2col_t`.
+
+    What the conv's backward calls; unchecked, like :func:`im2col_t`.
+
+    >>> g = conv_geometry((4, 4), (3, 3))
+    >>> col2im_t(jnp.ones((9, 4)), g, 1)[0, 0]  # how many windows read each pixel
+    Array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]], dtype=float32)
+    """
     channels = cols_t.shape[0] // geometry.window_size
     windows = cols_t.reshape((channels,) + geometry.kernel_size + (batch,) + geometry.out_spatial)
     return _add_windows(windows, geometry, method)
@@ -243,16 +256,10 @@ def _checked_geometry(
         raise ValueError(
             f"{name} must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {input_shape}"
         )
-    n = len(input_shape) - 2
-    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        kernel_size = (kernel_size,) * n
-    if not isinstance(kernel_size, Sequence) or isinstance(kernel_size, str):
-        raise ValueError(f"kernel_size must be positive ints, an int or one per spatial dim, got {kernel_size!r}")
-    kernel_size = tuple(kernel_size)
-    if len(kernel_size) != n:
-        raise ValueError(f"kernel_size {kernel_size} must have {n} entries for {name} of shape {input_shape}")
-    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in kernel_size):
-        raise ValueError(f"kernel_size must be positive ints, got {kernel_size}")
+    try:
+        kernel_size = ntuple(kernel_size, len(input_shape) - 2, "kernel_size")
+    except ValueError as error:
+        raise ValueError(f"{error}, for {name} of shape {input_shape}") from None
     geometry = conv_geometry(input_shape[2:], kernel_size, stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
     return geometry
@@ -286,7 +293,7 @@ def im2col(
     >>> im2col(x, 3)[0, 0]
     Array([ 0.,  1.,  2.,  4.,  5.,  6.,  8.,  9., 10.], dtype=float32)
     """
-    x = jnp.asarray(x)
+    x = as_array(x, "x")
     geometry = _checked_geometry(x.shape, kernel_size, stride, padding, dilation, "x")
     return _im2col(x, geometry)
 
@@ -322,8 +329,8 @@ def col2im(
            [2., 4., 4., 2.],
            [1., 2., 2., 1.]], dtype=float32)
     """
-    cols = jnp.asarray(cols)
-    input_shape = tuple(int(s) for s in input_shape)
+    cols = as_array(cols, "cols")
+    input_shape = as_shape(input_shape, "input_shape")
     geometry = _checked_geometry(input_shape, kernel_size, stride, padding, dilation, "input_shape")
     expected = (input_shape[0], geometry.num_windows, input_shape[1] * geometry.window_size)
     if cols.shape != expected:
@@ -331,6 +338,5 @@ def col2im(
             f"cols has shape {cols.shape}, but im2col of input_shape {input_shape} with kernel "
             f"{geometry.kernel_size} gives {expected}"
         )
-    if method not in COL2IM_METHODS:
-        raise ValueError(f"method must be one of {COL2IM_METHODS}, got {method!r}")
+    check_choice(method, COL2IM_METHODS, "method")
     return _col2im(cols, geometry, method)

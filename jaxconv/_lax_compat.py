@@ -17,28 +17,18 @@ feature-grouped convolution with the same filters.
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._api import canonicalize_dtype_arg, check_preferred_element_type, cols_itemsize
-from jaxconv._conv import ConvSpec, apply_conv
-from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, batch_chunk, conv_geometry
-
-
-def _group_count(value: Any, name: str) -> int:
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return value
+from jaxconv._api import resolve_backend
+from jaxconv._budget import mesh_size, resolve_max_cols_bytes
+from jaxconv._conv import ConvSpec, apply_conv, integer_gemm_for
+from jaxconv._geometry import conv_geometry
+from jaxconv._validate import as_array, as_dtype, as_int, check_preferred_element_type, dtype_name
 
 
 def conv_general_dilated(
@@ -53,6 +43,7 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision: lax.PrecisionLike = None,
     preferred_element_type: Any = None,
+    out_sharding: Any = None,
 ) -> jax.Array:
     """``jax.lax.conv_general_dilated``, computed as im2col + GEMM with the note's VJP.
 
@@ -70,6 +61,9 @@ def conv_general_dilated(
       batch_group_count: batch groups.
       precision: passed to the GEMMs.
       preferred_element_type: accumulation and output dtype.
+      out_sharding: the output's sharding, as lax takes it (a ``NamedSharding``
+        or ``PartitionSpec`` over explicit mesh axes), applied with
+        ``jax.sharding.reshard``.
 
     Returns:
       The convolution, laid out by ``dimension_numbers``' output spec.
@@ -80,7 +74,7 @@ def conv_general_dilated(
     ...     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
     ((2, 8, 8, 4), True)
     """
-    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    lhs, rhs = as_array(lhs, "lhs"), as_array(rhs, "rhs")
     if lhs.ndim != rhs.ndim:
         raise TypeError(f"lhs and rhs must have the same rank, got lhs.shape={lhs.shape} and rhs.shape={rhs.shape}")
     if lhs.ndim < 2:
@@ -97,8 +91,8 @@ def conv_general_dilated(
             f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}"
         )
 
-    feature_groups = _group_count(feature_group_count, "feature_group_count")
-    batch_groups = _group_count(batch_group_count, "batch_group_count")
+    feature_groups = as_int(feature_group_count, "feature_group_count", minimum=1)
+    batch_groups = as_int(batch_group_count, "batch_group_count", minimum=1)
     if feature_groups > 1 and batch_groups > 1:
         raise ValueError(
             f"at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} may be > 1"
@@ -123,7 +117,7 @@ def conv_general_dilated(
         pads = padding
     else:
         try:
-            pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
+            pads = tuple((as_int(lo, "padding"), as_int(hi, "padding")) for lo, hi in padding)
         except (TypeError, ValueError):
             raise ValueError(
                 f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}"
@@ -136,18 +130,20 @@ def conv_general_dilated(
         dilation=1 if rhs_dilation is None else tuple(rhs_dilation),
         lhs_dilation=1 if lhs_dilation is None else tuple(lhs_dilation),
     )
-    preferred = canonicalize_dtype_arg(preferred_element_type)
+    preferred = as_dtype(preferred_element_type, "preferred_element_type")
     check_preferred_element_type(lhs.dtype, preferred)
-
-    chunk = batch_chunk(
+    spec = ConvSpec(
         geometry,
-        batch // batch_groups,
-        channels * batch_groups,
-        cols_itemsize(lhs.dtype, preferred),
-        DEFAULT_MAX_COLS_BYTES,
+        groups,
+        precision,
+        dtype_name(preferred, "preferred_element_type"),
+        max_cols_bytes=resolve_max_cols_bytes("auto"),
+        devices=mesh_size(),
+        backend=resolve_backend("auto", geometry, groups, lhs.dtype),
+        integer_gemm=integer_gemm_for(jax.default_backend()),
     )
-    spec = ConvSpec(geometry, groups, precision, preferred, batch_chunk=chunk)
-    return _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)
+    out = _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)
+    return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "perms", "batch_groups"))

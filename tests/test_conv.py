@@ -160,12 +160,14 @@ def test_batch_chunks_give_identical_results(max_cols_bytes):
 def test_cols_budget_counts_the_accumulation_dtype():
     """The backward holds phi cast to preferred_element_type: a bf16 conv accumulating in f32 budgets 4 bytes."""
     from jaxconv._api import conv_spec
+    from jaxconv._conv import chunk_size
 
     x, w = jnp.ones((4, 2, 6, 6), jnp.bfloat16), jnp.ones((3, 2, 3, 3), jnp.bfloat16)
     phi_f32_per_image = 16 * 2 * 9 * 4
     options = dict(stride=1, padding=0, dilation=1, groups=1, max_cols_bytes=2 * phi_f32_per_image)
-    assert conv_spec(x, w, None, **options).batch_chunk is None  # bf16: all 4 images fit
-    assert conv_spec(x, w, None, preferred_element_type=jnp.float32, **options).batch_chunk == 2
+    assert chunk_size(conv_spec(x, w, None, **options), x.shape, x.dtype) is None  # bf16: all 4 images fit
+    spec = conv_spec(x, w, None, preferred_element_type=jnp.float32, **options)
+    assert chunk_size(spec, x.shape, x.dtype) == 2
 
 
 def test_preferred_element_type():

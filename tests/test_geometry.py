@@ -10,50 +10,12 @@ from jax import lax
 
 from jaxconv._geometry import (
     ConvGeometry,
-    batch_chunk,
     check_windows_fit,
     conv_geometry,
     dilate_dim,
     normalize_padding,
-    normalize_tuple,
     padtype_to_pads,
 )
-
-# --- normalize_tuple ----------------------------------------------------------
-
-
-def test_normalize_tuple_int_repeats_over_dims():
-    assert normalize_tuple(2, 3, "stride") == (2, 2, 2)
-    assert normalize_tuple(np.int64(3), 2, "stride") == (3, 3)
-
-
-def test_normalize_tuple_per_dim_ints():
-    assert normalize_tuple((1, 2, 3), 3, "stride") == (1, 2, 3)
-    assert normalize_tuple([4, 5], 2, "dilation") == (4, 5)
-    assert normalize_tuple((np.int32(2),), 1, "dilation") == (2,)
-    assert all(type(v) is int for v in normalize_tuple((np.int32(2), 3), 2, "dilation"))
-
-
-def test_normalize_tuple_wrong_length():
-    with pytest.raises(ValueError, match=r"stride must have one entry per spatial dimension \(2\), got 3"):
-        normalize_tuple((1, 1, 1), 2, "stride")
-
-
-@pytest.mark.parametrize("value", [0, -1, (1, 0)])
-def test_normalize_tuple_below_minimum(value):
-    with pytest.raises(ValueError, match="dilation must be >= 1"):
-        normalize_tuple(value, 2, "dilation")
-
-
-def test_normalize_tuple_minimum_none_allows_negative():
-    assert normalize_tuple(-2, 2, "offset", minimum=None) == (-2, -2)
-
-
-@pytest.mark.parametrize("value", [1.0, True, "2", (1, 1.5), None])
-def test_normalize_tuple_non_int(value):
-    with pytest.raises(TypeError, match="stride must be an int"):
-        normalize_tuple(value, 2, "stride")
-
 
 # --- normalize_padding --------------------------------------------------------
 
@@ -61,6 +23,14 @@ def test_normalize_tuple_non_int(value):
 def test_normalize_padding_int():
     assert normalize_padding(1, 2) == ((1, 1), (1, 1))
     assert normalize_padding(-1, 1) == ((-1, -1),)
+
+
+def test_normalize_padding_integer_arrays():
+    assert normalize_padding(np.array([1, 2]), 2) == ((1, 1), (2, 2))
+    assert normalize_padding(np.array([[1, 0], [0, 2]]), 2) == ((1, 0), (0, 2))
+    assert normalize_padding(np.int64(1), 1) == ((1, 1),)
+    with pytest.raises(TypeError, match="padding must hold ints, got an array of dtype float"):
+        normalize_padding(np.array([1.0, 2.0]), 2)
 
 
 def test_normalize_padding_per_dim_ints():
@@ -242,24 +212,6 @@ def test_check_windows_fit():
     check_windows_fit(conv_geometry((5, 5), (5, 5)))
     with pytest.raises(ValueError, match=r"kernel of spatial shape \(3, 3\) \(dilated to \(5, 5\)\) is larger"):
         check_windows_fit(conv_geometry((4, 4), (3, 3), dilation=2))
-
-
-def test_batch_chunk():
-    g = conv_geometry((8, 8), (3, 3), padding=1)  # 64 windows of 9 pixels per channel
-    per_image = 64 * 2 * 9 * 4
-    assert batch_chunk(g, 10, 2, 4, None) is None
-    assert batch_chunk(g, 10, 2, 4, 10 * per_image) is None
-    assert batch_chunk(g, 10, 2, 4, 3 * per_image + 1) == 2  # 3 fit; 2 divides 10: 5 chunks, no remainder
-    assert batch_chunk(g, 12, 2, 4, 5 * per_image) == 4  # 5 fit; 4 divides 12
-    assert batch_chunk(g, 7, 2, 4, 3 * per_image) == 3  # 7 is prime: chunks of 3, 3 and 1
-    assert batch_chunk(g, 13, 2, 4, 6 * per_image) == 5  # 13 is prime: 3 chunks as even as they fit (5, 5, 3)
-    for batch in range(2, 40):
-        for fit in range(1, batch):
-            chunk = batch_chunk(g, batch, 2, 4, fit * per_image)
-            assert chunk <= fit <= 2 * chunk, (batch, fit, chunk)  # fits, and at least half full
-    assert batch_chunk(g, 10, 2, 4, 1) == 1  # at least one image per chunk
-    with pytest.raises(ValueError, match="max_cols_bytes must be a positive int or None"):
-        batch_chunk(g, 10, 2, 4, 0)
 
 
 @pytest.mark.parametrize(

@@ -201,7 +201,11 @@ def test_im2col_wrong_rank():
 
 
 def test_im2col_kernel_size_wrong_length():
-    with pytest.raises(ValueError, match=r"kernel_size \(3, 3, 3\) must have 2 entries for x of shape \(1, 1, 5, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"kernel_size must have one entry per spatial dimension \(2\), got 3: \(3, 3, 3\), "
+        r"for x of shape \(1, 1, 5, 5\)",
+    ):
         jaxconv.im2col(jnp.ones((1, 1, 5, 5)), (3, 3, 3))
 
 
