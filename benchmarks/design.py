@@ -24,28 +24,15 @@ Times are the median of interleaved calls of ``jax.value_and_grad`` of
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxconv
-from jaxconv._conv import (
-    ConvSpec,
-    _from_output,
-    _to_output,
-    conv_forward,
-    conv_vjp,
-    filter_grad,
-    flatten_filters,
-    forward_gemm,
-    unflatten_filters,
-)
-from jaxconv._conv import cols_grad as cols_grad_fn
-from jaxconv._geometry import DEFAULT_MAX_COLS_BYTES, conv_geometry
-from jaxconv._im2col import _col2im_t, _im2col_t
+from jaxconv._conv import conv_forward, conv_vjp, from_output, to_output, unflatten_filters
+from jaxconv.compare import time_interleaved
 
 MIB = 2**20
 
@@ -54,22 +41,22 @@ MIB = 2**20
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_saving_phi(x: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
+def conv_saving_phi(x: jax.Array, w: jax.Array, spec: jaxconv.ConvSpec) -> jax.Array:
     """jaxconv's conv (no groups, no bias) whose forward saves phi(I)^T instead of x."""
     return conv_forward(x, w, None, spec)
 
 
 def _saving_phi_fwd(x, w, spec):
-    phi_t = _im2col_t(x, spec.geometry)
-    out = _to_output(forward_gemm(phi_t, flatten_filters(w, 1)), spec.geometry, x.shape[0])
+    phi_t = jaxconv.im2col_t(x, spec.geometry)
+    out = to_output(jaxconv.forward_gemm(phi_t, jaxconv.flatten_filters(w, 1)), spec.geometry, x.shape[0])
     return out, (phi_t, w, x.shape[0])
 
 
 def _saving_phi_bwd(spec, residuals, dout):
     phi_t, w, batch = residuals
-    dout_t = _from_output(dout, spec)
-    dw = unflatten_filters(filter_grad(phi_t, dout_t), w.shape)
-    dx = _col2im_t(cols_grad_fn(dout_t, flatten_filters(w, 1)), spec.geometry, batch)
+    dout_t = from_output(dout, spec.geometry, 1)
+    dw = unflatten_filters(jaxconv.filter_grad(phi_t, dout_t), w.shape)
+    dx = jaxconv.col2im_t(jaxconv.cols_grad(dout_t, jaxconv.flatten_filters(w, 1)), spec.geometry, batch)
     return dx, dw
 
 
@@ -79,30 +66,31 @@ conv_saving_phi.defvjp(_saving_phi_fwd, _saving_phi_bwd)
 # --- measuring --------------------------------------------------------------------
 
 
+def _normal(shape: Sequence[int], seed: int) -> jax.Array:
+    # NumPy: an eager jax.random.normal compiles a kernel per shape, seconds each on a CPU.
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
 def _inputs(x_shape: Sequence[int], w_shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
-    kx, kw = jax.random.split(jax.random.key(0))
-    return jax.random.normal(kx, x_shape), jax.random.normal(kw, w_shape)
+    return _normal(x_shape, 0), _normal(w_shape, 1)
 
 
 def _value_and_grad(conv_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array):
     """The compiled value_and_grad of sum(conv(x, w) * g) and its cotangent-weighted loss."""
     out_shape = jax.eval_shape(conv_fn, x, w).shape
-    g = jax.random.normal(jax.random.key(1), out_shape)
+    g = _normal(out_shape, 2)
     loss = lambda x, w: jnp.sum(conv_fn(x, w) * g)
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(x, w).compile()
 
 
-def _time_interleaved(compiled: dict[str, Callable], args: Sequence[jax.Array], repeats: int) -> dict[str, float]:
-    """Median seconds per call, the functions called in turn so that machine noise hits all alike."""
-    for fn in compiled.values():
-        jax.block_until_ready(fn(*args))
-    times: dict[str, list[float]] = {name: [] for name in compiled}
-    for _ in range(repeats):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) for name, samples in times.items()}
+def _blocking(fn: Callable, args: Sequence[jax.Array]) -> Callable[[], object]:
+    return lambda: jax.block_until_ready(fn(*args))
+
+
+def _median_times(compiled: dict[str, Callable], args: Sequence[jax.Array], repeats: int) -> dict[str, float]:
+    """Median seconds per call of ``jaxconv compare``'s interleaved timer: exactly ``repeats`` calls each."""
+    calls = {name: _blocking(fn, args) for name, fn in compiled.items()}
+    return {name: t.median for name, t in time_interleaved([calls], repeats=repeats, min_time=0).items()}
 
 
 def _held_bytes(conv_fn: Callable, x: jax.Array, w: jax.Array) -> int:
@@ -128,13 +116,13 @@ def saved_residuals(repeats: int = 10) -> list[str]:
     rows = []
     for name, (x_shape, w_shape, pad) in SHAPES.items():
         x, w = _inputs(x_shape, w_shape)
-        spec = ConvSpec(conv_geometry(x_shape[2:], w_shape[2:], padding=pad))
+        spec = jaxconv.ConvSpec(jaxconv.conv_geometry(x_shape[2:], w_shape[2:], padding=pad), max_cols_bytes=None)
         variants = {
             "x (phi rebuilt)": functools.partial(conv_vjp, b=None, spec=spec),
             "phi^T": functools.partial(conv_saving_phi, spec=spec),
         }
         compiled = {label: _value_and_grad(fn, x, w) for label, fn in variants.items()}
-        times = _time_interleaved(compiled, (x, w), repeats)
+        times = _median_times(compiled, (x, w), repeats)
         for label, fn in variants.items():
             temp = compiled[label].memory_analysis().temp_size_in_bytes
             held = _held_bytes(fn, x, w)
@@ -158,7 +146,7 @@ def col2im_methods(repeats: int = 10) -> list[str]:
             method: _value_and_grad(functools.partial(jaxconv.conv, padding=pad, col2im_method=method), x, w)
             for method in ("pad_add", "scatter_add")
         }
-        times = _time_interleaved(compiled, (x, w), repeats)
+        times = _median_times(compiled, (x, w), repeats)
         rows.append(
             [name, f"{times['pad_add'] * 1e3:.1f}", f"{times['scatter_add'] * 1e3:.1f}",
              f"{times['scatter_add'] / times['pad_add']:.2f}"]
@@ -175,14 +163,11 @@ def memory_bounded(repeats: int = 3, batch: int = 256) -> list[str]:
     x_shape, w_shape, pad = (batch, 64, 32, 32), (64, 64, 3, 3), 1
     x, w = _inputs(x_shape, w_shape)
     phi_bytes = jaxconv.conv_geometry(x_shape[2:], w_shape[2:], padding=pad).num_windows * 64 * 9 * 4 * batch
-    budgets = {
-        "none": None,
-        "32 MiB": 32 * MIB,
-        f"{DEFAULT_MAX_COLS_BYTES // MIB} MiB (default)": DEFAULT_MAX_COLS_BYTES,
-    }
+    default = jaxconv.default_max_cols_bytes()
+    budgets = {"none": None, "32 MiB": 32 * MIB, f"{default // MIB} MiB (default)": default}
     fns = {label: functools.partial(jaxconv.conv, padding=pad, max_cols_bytes=b) for label, b in budgets.items()}
     compiled = {label: _value_and_grad(fn, x, w) for label, fn in fns.items()}
-    times = _time_interleaved(compiled, (x, w), repeats)
+    times = _median_times(compiled, (x, w), repeats)
     results = {label: fn(x, w) for label, fn in compiled.items()}
     reference = jax.tree.leaves(results["none"])
     rows = []

@@ -1,0 +1,35 @@
+"""``jaxconv check``: the errors of ``jaxconv compare`` on the ``cpu-small`` preset, without timing.
+
+The custom VJP against ``jax.grad`` of lax's conv on five small cases (1-3
+spatial dims, stride, SAME and asymmetric padding, groups, dilation, bias):
+the output and every gradient against lax at ``precision=HIGHEST`` and at the
+default precision, with the tolerance of :func:`jaxconv.compare.tolerance`.
+Seconds on a CPU: five compiles per case and no timing loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from jaxconv.compare.cases import PRESETS
+from jaxconv.compare.cli import SEED
+from jaxconv.compare.report import format_accuracy
+from jaxconv.compare.runners import compare
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``jaxconv check``."""
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the random inputs (>= 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0 when every error is within the tolerance, 1 otherwise."""
+    start = time.perf_counter()
+    results = compare(PRESETS["cpu-small"], torch=False, seed=args.seed, timing=False)
+    print(format_accuracy(results))
+    failed = [r.case.name for r in results if not r.ok]
+    worst = max(r.max_rel_error for r in results)
+    verdict = f"FAIL in {', '.join(failed)}" if failed else "ok"
+    print(f"{verdict}: worst relative error {worst:.1e} in {time.perf_counter() - start:.1f} s")
+    return 1 if failed else 0

@@ -1,0 +1,187 @@
+"""Tests of the jaxconv command: dispatch, help, jaxconv compare's options and files, and jaxconv check."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from jaxconv import cli as cli_module
+from jaxconv import lax_conv
+from jaxconv.cli import main
+from jaxconv.compare import PRESETS, TOLERANCES
+from jaxconv.compare import cli as compare_cli
+from jaxconv.compare import runners as runners_module
+
+TINY = "x=2,3,7,7 w=4,3,3,3 padding=1 bias=1"
+FAST = ["--repeats", "1", "--min-time", "0", "--torch", "off", "--quiet"]
+
+
+# --- dispatch and help -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["check", "--help"]])
+def test_help_is_plain_text(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: jaxconv")
+    assert "``" not in out and ":func:" not in out
+
+
+def test_subcommand_modules():
+    assert cli_module.subcommand_module("compare").__name__ == "jaxconv.compare.cli"
+    assert cli_module.subcommand_module("check").__name__ == "jaxconv.compare.check"
+    assert cli_module.SUBCOMMANDS["train"][0] == ("jaxconv.train.cli", "jaxconv.train")
+
+
+def test_subcommand_module_falls_back_only_when_the_first_is_missing(monkeypatch, tmp_path):
+    candidates = ("jaxconv.no_such_module", "jaxconv.compare.check")
+    monkeypatch.setitem(cli_module.SUBCOMMANDS, "check", (candidates, "help"))
+    assert cli_module.subcommand_module("check").__name__ == "jaxconv.compare.check"
+    # A module that exists but fails to import is an error to see, not a reason to fall back.
+    (tmp_path / "jaxconv_broken_cli.py").write_text("import jaxconv_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli_module.SUBCOMMANDS, "check", (("jaxconv_broken_cli", "jaxconv.compare.check"), "help"))
+    with pytest.raises(ModuleNotFoundError, match="jaxconv_missing_dependency"):
+        cli_module.subcommand_module("check")
+
+
+def test_unknown_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["nope"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'nope'" in err
+
+
+# --- jaxconv compare ---------------------------------------------------------------
+
+
+def test_cli_writes_json_and_csv(tmp_path, capsys):
+    json_path, csv_path = tmp_path / "out.json", tmp_path / "out.csv"
+    argv = ["compare", "--preset", "cpu-small", "--repeats", "2", "--min-time", "0", "--torch", "off"]
+    status = main(argv + ["--json", str(json_path), "--csv", str(csv_path)])
+    assert status == 0
+    document = json.loads(json_path.read_text())
+    names = [case.name for case in PRESETS["cpu-small"]]
+    assert [r["case"]["name"] for r in document["results"]] == names
+    assert all(r["ok"] and r["derived"]["value_and_grad_ratio_vs_lax"] > 0 for r in document["results"])
+    assert all(r["max_rel_error_vs_lax"] <= TOLERANCES["float32"] for r in document["results"])
+    assert document["environment"]["cores"] >= 1
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["case.name"] for row in rows] == names
+    assert float(rows[0]["errors.out.rel"]) <= TOLERANCES["float32"]
+    out = capsys.readouterr()
+    assert all(name in out.out for name in names)
+    assert "[1/5]" in out.err
+
+
+def test_cli_case_and_only(capsys):
+    argv = ["compare", "--case", "name=one " + TINY, "--case", "name=two x=1,2,6 w=2,2,3", "--only", "two"]
+    assert main(argv + ["--repeats", "1", "--min-time", "0", "--torch", "off", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "two " in out.out and "one " not in out.out and out.err.count("[1/1]") == 0
+
+
+def test_cli_precision(capsys):
+    assert main(["compare", "--case", TINY, "--precision", "highest", *FAST]) == 0
+    assert "float32 at precision=highest on cpu: float32 arithmetic" in capsys.readouterr().out
+
+
+def test_cli_fails_when_an_error_exceeds_the_tolerance(monkeypatch, capsys):
+    wrong = lambda x, w, b=None, **options: lax_conv(x, w, b, **options) + 1e-2
+    monkeypatch.setattr(runners_module, "conv", wrong)
+    argv = ["compare", "--case", TINY, "--repeats", "1", "--min-time", "0", "--torch", "off", "--quiet"]
+    assert main(argv) == 1
+    assert "FAIL" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--case", "x=1,1,5,5"])
+    assert exit_info.value.code == 2
+    assert "lacks w" in capsys.readouterr().err
+    assert main(["compare", "--preset", "cpu-small", "--only", "nope"]) == 2
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """Fails the test if anything is measured: bad options must stop the run first."""
+    monkeypatch.setattr(compare_cli, "run_cases", lambda *a, **k: pytest.fail("measured before checking"))
+    monkeypatch.setattr(runners_module, "_compare_case", lambda *a, **k: pytest.fail("measured before checking"))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--min-time", "-1"], "argument --min-time: must be >= 0, got -1.0"),
+        (["--min-time", "nan"], "argument --min-time: must be finite, got nan"),
+        (["--min-time", "inf"], "argument --min-time: must be finite, got inf"),
+        (["--min-time", "soon"], "argument --min-time: must be a number, got 'soon'"),
+        (["--seed", "-5"], "argument --seed: must be >= 0, got -5"),
+        (["--seed", "1.5"], "argument --seed: must be an int, got '1.5'"),
+        (["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+        (["--tolerance", "0"], "argument --tolerance: must be > 0, got 0.0"),
+        (["--tolerance", "nan"], "argument --tolerance: must be finite"),
+        (["--precision", "fast"], "argument --precision: invalid choice: 'fast'"),
+    ],
+)
+def test_cli_bad_numbers_are_one_line_before_measuring(no_measuring, capsys, options, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--case", TINY, *options])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxconv compare: error: ") and message in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_cli_unwritable_output_fails_before_measuring(no_measuring, tmp_path, capsys, option):
+    # Tests run as root, whom permissions do not stop: nobody can create a file under a regular file.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = blocker / "out.json"
+    assert main(["compare", "--case", TINY, *FAST, option, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} {target}: cannot write a file there" in err
+    assert main(["compare", "--case", TINY, *FAST, option, str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_cli_torch_on_without_torch_fails_before_measuring(no_measuring, capsys):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert main(["compare", "--case", TINY, "--torch", "on"]) == 2
+        assert "PyTorch cannot be imported" in capsys.readouterr().err
+    else:
+        pytest.skip("torch is installed")
+
+
+# --- jaxconv check -----------------------------------------------------------------
+
+
+def test_check_passes_and_prints_the_errors(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert all(case.name in out for case in PRESETS["cpu-small"])
+    assert "reference: lax at precision=HIGHEST" in out and "Speed" not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ok: worst relative error") and last.endswith(" s")
+
+
+def test_check_fails_on_a_wrong_conv(monkeypatch, capsys):
+    wrong = lambda x, w, b=None, **options: lax_conv(x, w, b, **options) * 1.01
+    monkeypatch.setattr(runners_module, "conv", wrong)
+    assert main(["check", "--seed", "3"]) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("FAIL in small, strided")
+
+
+def test_check_rejects_a_negative_seed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: must be >= 0, got -1" in capsys.readouterr().err
