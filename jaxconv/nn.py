@@ -41,8 +41,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._api import conv, lax_conv
-from jaxconv._geometry import conv_geometry, normalize_tuple
+from jaxconv._geometry import conv_geometry
 from jaxconv._im2col import im2col
+from jaxconv._validate import as_int, check_choice, freeze, ntuple
 
 Params = Any  # a pytree of arrays: a dict for one layer, a tuple of dicts for Sequential
 Shape = tuple[int, ...]
@@ -61,23 +62,6 @@ class Layer(Protocol):
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]: ...
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array: ...
-
-
-def _freeze(value: Any) -> Any:
-    """Lists to tuples, recursively, so that layer configs stay hashable."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _initializer(kind: str, *, in_axis: int, out_axis: int) -> jax.nn.initializers.Initializer:
@@ -133,12 +117,12 @@ class Conv:
     init_scheme: Init = "he"
 
     def __post_init__(self) -> None:
-        _check_positive_int(self.out_channels, "out_channels")
-        _check_positive_int(self.groups, "groups")
-        _check_choice(self.backend, BACKENDS, "backend")
-        _check_choice(self.init_scheme, INITS, "init_scheme")
+        object.__setattr__(self, "out_channels", as_int(self.out_channels, "out_channels", minimum=1))
+        object.__setattr__(self, "groups", as_int(self.groups, "groups", minimum=1))
+        check_choice(self.backend, BACKENDS, "backend")
+        check_choice(self.init_scheme, INITS, "init_scheme")
         for name in ("kernel_size", "stride", "padding", "dilation"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
+            object.__setattr__(self, name, freeze(getattr(self, name)))
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """Returns ``({"w", "b"}, out_shape)`` for per-example inputs of shape ``(C, *spatial)``."""
@@ -149,7 +133,7 @@ class Conv:
                 f"Conv with groups={self.groups} needs C={channels} and out_channels={self.out_channels} "
                 f"divisible by groups (input shape {in_shape})"
             )
-        kernel = normalize_tuple(self.kernel_size, spatial_dims, "kernel_size")
+        kernel = ntuple(self.kernel_size, spatial_dims, "kernel_size")
         w_shape = (self.out_channels, channels // self.groups, *kernel)
         w = _initializer(self.init_scheme, in_axis=1, out_axis=0)(key, w_shape, jnp.float32)
         params = {"w": w, "b": jnp.zeros((self.out_channels,), jnp.float32)} if self.use_bias else {"w": w}
@@ -187,8 +171,8 @@ class Dense:
     init_scheme: Init = "glorot"
 
     def __post_init__(self) -> None:
-        _check_positive_int(self.out_features, "out_features")
-        _check_choice(self.init_scheme, INITS, "init_scheme")
+        object.__setattr__(self, "out_features", as_int(self.out_features, "out_features", minimum=1))
+        check_choice(self.init_scheme, INITS, "init_scheme")
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """Returns ``({"w", "b"}, (out_features,))`` for inputs of shape ``(in_features,)``."""
@@ -275,13 +259,13 @@ def pool(
     Array([[ 2.5,  4.5],
            [10.5, 12.5]], dtype=float32)
     """
-    _check_choice(reduce, ("max", "mean"), "reduce")
+    check_choice(reduce, ("max", "mean"), "reduce")
     x = jnp.asarray(x)
     if x.ndim not in (3, 4, 5):
         raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
     spatial_dims = x.ndim - 2
-    kernel = normalize_tuple(kernel_size, spatial_dims, "kernel_size")
-    stride = kernel if stride is None else normalize_tuple(stride, spatial_dims, "stride")
+    kernel = ntuple(kernel_size, spatial_dims, "kernel_size")
+    stride = kernel if stride is None else ntuple(stride, spatial_dims, "stride")
     geometry = conv_geometry(x.shape[2:], kernel, stride=stride, padding=padding)
     fill = -jnp.inf if reduce == "max" else 0.0
     padded = lax.pad(x, jnp.asarray(fill, x.dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in geometry.padding])
@@ -305,7 +289,7 @@ class _Pool:
 
     def __post_init__(self) -> None:
         for name in ("kernel_size", "stride", "padding"):
-            object.__setattr__(self, name, _freeze(getattr(self, name)))
+            object.__setattr__(self, name, freeze(getattr(self, name)))
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """No parameters; the spatial dims shrink by the stride."""
@@ -400,7 +384,7 @@ def cnn(
     >>> [type(layer).__name__ for layer in cnn(channels=(8,)).layers]
     ['Conv', 'ReLU', 'MaxPool', 'Flatten', 'Dense']
     """
-    _check_positive_int(num_classes, "num_classes")
+    num_classes = as_int(num_classes, "num_classes", minimum=1)
     if not channels:
         raise ValueError("channels must name at least one conv stage")
     layers: list[Layer] = []

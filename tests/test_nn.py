@@ -151,5 +151,5 @@ def test_bad_configurations_raise_value_errors():
         nn.Conv(4, 3, groups=2).init(jax.random.key(0), (3, 8, 8))
     with pytest.raises(ValueError, match="reduce must be one of"):
         nn.pool(jnp.ones((1, 1, 4, 4)), 2, reduce="median")
-    with pytest.raises(ValueError, match="out_channels must be a positive int"):
+    with pytest.raises(ValueError, match="out_channels must be >= 1"):
         nn.Conv(0, 3)

@@ -1,9 +1,9 @@
-"""Tests for jaxconv.data: the digits split and the checks of a user's .npz."""
+"""Tests for jaxconv.train.data: the digits split and the checks of a user's .npz."""
 
 import numpy as np
 import pytest
 
-from jaxconv import data
+from jaxconv.train import data
 
 
 def _write(path, **arrays):

@@ -22,6 +22,8 @@ import zipfile
 
 import numpy as np
 
+from jaxconv.train.config import TrainConfig
+
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -228,3 +230,17 @@ def synthetic(
     y_train = rng.integers(0, num_classes, num_train, dtype=np.int32)
     y_test = rng.integers(0, num_classes, num_test, dtype=np.int32)
     return Dataset(x_train, y_train, x_test, y_test, num_classes, "synthetic")
+
+
+def load_data(config: TrainConfig) -> Dataset:
+    """The data set of ``config``: its ``.npz`` or the digits, limited to ``max_train``/``max_test``.
+
+    >>> load_data(TrainConfig(max_train=100, max_test=10)).x_train.shape
+    (100, 1, 8, 8)
+    """
+    data = (
+        load_npz(config.data)
+        if config.data is not None
+        else load_digits(test_fraction=config.test_fraction, seed=config.seed)
+    )
+    return data.limit(config.max_train, config.max_test)

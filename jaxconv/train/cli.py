@@ -1,0 +1,117 @@
+"""``jaxconv train``: options, the run, the summary. Bad input ends in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+from jaxconv import nn
+from jaxconv.train import rundir
+from jaxconv.train.config import OPTIMIZERS, TrainConfig
+from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
+
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
+ERROR_STATUS = 2
+
+_CLI_OPTIONS = {
+    # config field: (flags, argparse keywords)
+    "data": (("--data",), dict(metavar="FILE.npz", help="an .npz with x_train, y_train, x_test, y_test "
+                               "(images (N,H,W) or (N,C,H,W), uint8 or float); default: sklearn's 8x8 digits")),
+    "conv": (("--conv",), dict(choices=nn.BACKENDS, help="conv backend: im2col (the custom VJP) or lax "
+                               "(default: im2col)")),
+    "optimizer": (("--optimizer",), dict(choices=OPTIMIZERS, help="default: adam")),
+    "learning_rate": (("--lr", "--learning-rate"), dict(type=float, help="learning rate (default: 3e-3)")),
+    "epochs": (("--epochs",), dict(type=int, help="total epochs; with --resume, train up to this many (default: 15)")),
+    "batch_size": (("--batch-size",), dict(type=int, help="default: 32")),
+    "seed": (("--seed",), dict(type=int, help="seeds init, data order and the digits split (default: 0)")),
+    "channels": (("--channels",), dict(type=int, nargs="+", metavar="C", help="channels of each conv stage "
+                                       "(default: 16 32)")),
+    "test_fraction": (("--test-fraction",), dict(type=float, help="digits held out for testing (default: 0.2)")),
+    "max_train": (("--max-train",), dict(type=int, metavar="N", help="use only the first N training examples")),
+    "max_test": (("--max-test",), dict(type=int, metavar="N", help="use only the first N test examples")),
+}  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``jaxconv train``: every :class:`TrainConfig` field, plus output and resume."""
+    for name, (flags, options) in _CLI_OPTIONS.items():
+        parser.add_argument(*flags, dest=name, default=None, **options)
+    parser.add_argument(
+        "--out", metavar="DIR", default=None, help="output directory (default: runs/digits or runs/<npz name>)"
+    )
+    parser.add_argument(
+        "--resume", metavar="DIR", default=None, help="continue the run saved in DIR (options given override it)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run in --out DIR even if DIR holds an earlier run"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """``(config, resume)`` from parsed options: the defaults, or the resumed run's saved config, overridden."""
+    given = {name: getattr(args, name) for name in _CLI_OPTIONS if getattr(args, name, None) is not None}
+    if args.resume is not None:
+        if getattr(args, "overwrite", False):
+            raise ValueError("--resume DIR continues the run in DIR and --overwrite replaces it: give one of them")
+        if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise ValueError("--resume DIR continues the run in DIR: give --out only without --resume")
+        return dataclasses.replace(rundir.read_config(args.resume), **given, out_dir=args.resume), True
+    config = TrainConfig(**given)
+    if args.out is not None:
+        return dataclasses.replace(config, out_dir=args.out), False
+    # The default directory: runs/<data name>, or runs/<data name>-2, -3, ... when earlier runs hold those.
+    name = "digits" if config.data is None else os.path.splitext(os.path.basename(config.data))[0]
+    out_dir, number = os.path.join("runs", name), 1
+    while os.path.exists(rundir.checkpoint_path(out_dir)) and not getattr(args, "overwrite", False):
+        number += 1
+        out_dir = os.path.join("runs", f"{name}-{number}")
+    return dataclasses.replace(config, out_dir=out_dir), False
+
+
+def run(args: argparse.Namespace) -> int:
+    """``jaxconv train``: :func:`fit` with a progress bar, then a summary; 130 after Ctrl-C, 2 on bad input."""
+    quiet = getattr(args, "quiet", False)
+    wall_start = time.perf_counter()
+    try:
+        config, resume = config_from_args(args)
+        overwrite = getattr(args, "overwrite", False)
+        if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)):
+            print(f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one")
+        progress = not quiet and sys.stderr.isatty()
+        result = fit(config, resume=resume, overwrite=overwrite, progress=progress, log=None if quiet else print)
+    except TrainingInterrupted as interrupt:
+        print(f"\ninterrupted in epoch {interrupt.epoch} after step {interrupt.step}.", file=sys.stderr)
+        if interrupt.checkpoint is not None:
+            out_dir = os.path.dirname(interrupt.checkpoint)
+            print(f"saved {interrupt.checkpoint}; continue with: jaxconv train --resume {out_dir}", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as error:
+        print(f"jaxconv train: error: {error}", file=sys.stderr)
+        return ERROR_STATUS
+    _print_summary(result, time.perf_counter() - wall_start)
+    return 0
+
+
+def _print_summary(result: TrainResult, wall_s: float) -> None:
+    config, history = result.config, result.history
+    last = history[-1]
+    print(
+        f"test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) after {last['epoch']} epochs, "
+        f"{last['step']} steps, conv={config.conv}"
+    )
+    print(
+        f"time per epoch {result.time_per_epoch:.2f} s (train steps, mean of {len(history)}), "
+        f"{result.steps_per_second:.0f} steps/s; compile {result.compile_time_s:.1f} s; wall {wall_s:.1f} s"
+    )
+    if config.out_dir is not None:
+        files = ", ".join(
+            os.path.join(config.out_dir, name) for name in (rundir.METRICS, rundir.CURVES, rundir.CHECKPOINT)
+        )
+        print(f"wrote {files}")

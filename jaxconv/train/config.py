@@ -1,0 +1,121 @@
+"""What defines a training run: :class:`TrainConfig`, every ``jaxconv train`` option that changes the result."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from jaxconv import nn
+from jaxconv._validate import as_finite, as_int, check_choice
+
+OPTIMIZERS = ("adam", "sgd", "momentum")
+
+# Options that may differ between a run and its resumption; anything else would not continue the same run.
+RESUMABLE_CHANGES = ("epochs", "conv", "out_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; every ``jaxconv train`` option. Serialisable to JSON.
+
+    Attributes:
+      data: path of an ``.npz`` (see :func:`jaxconv.train.data.load_npz`), or None for sklearn's digits.
+      conv: conv backend, ``"im2col"`` (the custom VJP) or ``"lax"``.
+      optimizer: ``"adam"``, ``"sgd"`` or ``"momentum"`` (SGD with momentum 0.9).
+      learning_rate: the optimizer's step size.
+      epochs: total number of epochs (a resumed run trains up to this many).
+      batch_size: examples per step; the last incomplete batch of an epoch is dropped.
+      seed: seeds the init, the data order and the digits train/test split.
+      channels: output channels of each conv stage of :func:`jaxconv.nn.cnn`.
+      test_fraction: fraction of the digits held out for testing (ignored with ``data``).
+      max_train: use only the first this many training examples (None: all).
+      max_test: use only the first this many test examples (None: all).
+      out_dir: where metrics, plot and checkpoint go; None writes nothing.
+
+    >>> config = TrainConfig(epochs=3, channels=[8])
+    >>> TrainConfig.from_json(config.to_json()) == config
+    True
+    >>> TrainConfig(epochs=0)
+    Traceback (most recent call last):
+    ValueError: epochs must be >= 1, got 0
+    """
+
+    data: str | None = None
+    conv: nn.Backend = "im2col"
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    epochs: int = 15
+    batch_size: int = 32
+    seed: int = 0
+    channels: tuple[int, ...] = (16, 32)
+    test_fraction: float = 0.2
+    max_train: int | None = None
+    max_test: int | None = None
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.conv, nn.BACKENDS, "conv")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        self._set("learning_rate", as_finite(self.learning_rate, "learning_rate", positive=True))
+        self._set("epochs", as_int(self.epochs, "epochs", minimum=1))
+        self._set("batch_size", as_int(self.batch_size, "batch_size", minimum=1))
+        self._set("seed", as_int(self.seed, "seed"))
+        for name in ("max_train", "max_test"):
+            if getattr(self, name) is not None:
+                self._set(name, as_int(getattr(self, name), name, minimum=1))
+        if isinstance(self.channels, (str, bytes)) or not hasattr(self.channels, "__iter__"):
+            raise TypeError(f"channels must be a sequence of ints, got {self.channels!r}")
+        self._set("channels", tuple(as_int(value, "channels", minimum=1) for value in self.channels))
+        if not self.channels:
+            raise ValueError("channels must name at least one conv stage")
+        test_fraction = as_finite(self.test_fraction, "test_fraction")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self._set("test_fraction", test_fraction)
+        for name in ("data", "out_dir"):
+            if getattr(self, name) is not None:
+                self._set(name, os.fspath(getattr(self, name)))
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def to_json(self) -> str:
+        """The config as a JSON object."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Builds a config from :meth:`to_json`'s fields, rejecting unknown ones."""
+        if not isinstance(values, dict):
+            raise TypeError(f"a TrainConfig is read from a JSON object, got {type(values).__name__}")
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+    """Raises ValueError naming each option that differs between ``saved`` and ``config`` but may not.
+
+    >>> check_resumable(TrainConfig(), TrainConfig(epochs=30))
+    >>> check_resumable(TrainConfig(), TrainConfig(seed=1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: cannot resume with a different seed (0 -> 1): only epochs, conv may change; ...
+    """
+    changed = [
+        f"{field.name} ({getattr(saved, field.name)!r} -> {getattr(config, field.name)!r})"
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in RESUMABLE_CHANGES and getattr(saved, field.name) != getattr(config, field.name)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume with a different {', '.join(changed)}: only {', '.join(RESUMABLE_CHANGES[:-1])} "
+            "may change; start a new run (another --out) to change the rest"
+        )

@@ -1,0 +1,322 @@
+"""The training loop: :func:`fit`, epoch by epoch, saving after each one and on Ctrl-C."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxconv import nn
+from jaxconv.train import rundir, steps
+from jaxconv.train.config import TrainConfig
+from jaxconv.train.data import Dataset, load_data
+from jaxconv.train.rundir import RunState
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`fit`; the state at ``step`` was saved to ``checkpoint`` (None without an out_dir)."""
+
+    def __init__(self, epoch: int, step: int, checkpoint: str | None) -> None:
+        super().__init__(f"interrupted in epoch {epoch} at step {step}")
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      config: the run's config.
+      model: the :class:`jaxconv.nn.Sequential` trained.
+      params: the final parameters (a pytree for ``model.apply``).
+      opt_state: the final optimizer state.
+      history: one dict per epoch: ``epoch, step, train_loss, train_accuracy,
+        test_loss, test_accuracy, train_time_s, steps, steps_per_s, eval_time_s``.
+      compile_time_s: time of the first (compiling) call of the train and eval steps in this process.
+      data: the data set, as trained on.
+    """
+
+    config: TrainConfig
+    model: nn.Sequential
+    params: Any
+    opt_state: Any
+    history: list[dict[str, Any]]
+    compile_time_s: float
+    data: Dataset
+
+    @property
+    def test_accuracy(self) -> float:
+        """Test accuracy after the last epoch."""
+        return self.history[-1]["test_accuracy"] if self.history else float("nan")
+
+    @property
+    def time_per_epoch(self) -> float:
+        """Mean wall time of an epoch's train steps (compilation excluded)."""
+        return float(np.mean([entry["train_time_s"] for entry in self.history])) if self.history else float("nan")
+
+    @property
+    def steps_per_second(self) -> float:
+        """Train steps per second over all epochs (compilation excluded)."""
+        seconds = sum(entry["train_time_s"] for entry in self.history)
+        return sum(entry["steps"] for entry in self.history) / seconds if seconds else float("nan")
+
+
+class _Run(NamedTuple):
+    """What stays fixed while a run trains: its config, data (also on the device), model and optimizer."""
+
+    config: TrainConfig
+    data: Dataset
+    model: nn.Sequential
+    optimizer: steps.OptimizerSpec
+    steps_per_epoch: int
+    x_train: jax.Array
+    y_train: jax.Array
+
+
+class _EpochInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`_run_epoch`, carrying the state after the epoch's last completed step."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__()
+        self.state = state
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    data: Dataset | None = None,
+) -> TrainResult:
+    """Trains :func:`jaxconv.nn.cnn` on the config's data; see :mod:`jaxconv.train`.
+
+    Args:
+      config: the run.
+      resume: continue from the checkpoint in ``config.out_dir`` (up to ``config.epochs``).
+      overwrite: start a new run in an ``out_dir`` that holds an earlier run's checkpoint, replacing it.
+        Without it (and without ``resume``) that is an error, so no saved run is lost by accident.
+      progress: show a tqdm progress bar per epoch.
+      log: called with one line per epoch when there is no progress bar, and with the run's set-up.
+      data: use this data set instead of loading the config's (for notebooks and tests).
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      TrainingInterrupted: on Ctrl-C, after saving the current state (with an ``out_dir``).
+      ValueError: for data or checkpoints that do not fit the config.
+      FileExistsError: when ``config.out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+
+    >>> config = TrainConfig(epochs=1, batch_size=16, channels=(4,), max_train=64, max_test=32)
+    >>> result = fit(config)
+    >>> [entry["epoch"] for entry in result.history], result.history[0]["steps"]
+    ([1], 4)
+    """
+    log = log or (lambda line: None)
+    _check_out_dir(config, resume=resume, overwrite=overwrite)
+    run, state = _prepare(config, load_data(config) if data is None else data, resume=resume)
+    if overwrite and not resume and config.out_dir is not None:
+        # Only now that the new run passed its checks: the old run's files go, none to outlive it beside the new.
+        rundir.remove_outputs(config.out_dir)
+    _log_setup(run, state, log, resume=resume)
+    start_step = state.step
+    compile_time_s = 0.0
+    try:
+        if len(state.history) < config.epochs:
+            compile_time_s = _compile(run, state)
+        state = _train_epochs(run, state, progress, log)
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, _EpochInterrupted):
+            state = interrupt.state  # the steps of the interrupted epoch that completed
+        saved = _save_interrupted(run, state) if state.step > start_step or resume else None
+        raise TrainingInterrupted(len(state.history) + 1, state.step, saved) from None
+    if config.out_dir is not None and state.history:
+        rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
+    return TrainResult(config, run.model, state.params, state.opt_state, list(state.history), compile_time_s, run.data)
+
+
+def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    if resume and config.out_dir is None:
+        raise ValueError("resume needs config.out_dir, the directory of the run to continue")
+    if (
+        not (resume or overwrite)
+        and config.out_dir is not None
+        and os.path.exists(rundir.checkpoint_path(config.out_dir))
+    ):
+        raise FileExistsError(
+            f"{config.out_dir} holds the checkpoint of an earlier run: continue it with --resume {config.out_dir} "
+            "(resume=True), start over with --overwrite (overwrite=True), or choose another --out directory"
+        )
+
+
+def _prepare(config: TrainConfig, data: Dataset, *, resume: bool) -> tuple[_Run, RunState]:
+    """The run's fixed parts and its state at the start: step 0, or the checkpoint's when resuming."""
+    num_train = len(data.x_train)
+    if config.batch_size > num_train:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training examples")
+    steps_per_epoch = num_train // config.batch_size
+    model = steps.build_model(config, data.num_classes)
+    params, opt_state, key = steps.init_state(config, model, data.image_shape)
+    state = RunState(params, opt_state, key, 0, (), 0.0, 0, 0, 0.0)
+    if resume:
+        state = rundir.restore(config, state, steps_per_epoch)
+    optimizer = steps.OptimizerSpec(config.optimizer, config.learning_rate)
+    x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
+    return _Run(config, data, model, optimizer, steps_per_epoch, x_train, y_train), state
+
+
+def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume: bool) -> None:
+    config, data = run.config, run.data
+    log(
+        f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images of shape {data.image_shape}, "
+        f"{data.num_classes} classes"
+    )
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
+    log(
+        f"model: cnn channels={list(config.channels)}, {num_params} params, conv={config.conv}; "
+        f"{config.optimizer} lr={config.learning_rate}, batch {config.batch_size}, {run.steps_per_epoch} steps/epoch"
+        + (f"; resuming at epoch {len(state.history) + 1}, step {state.step}" if resume else "")
+    )
+
+
+def _compile(run: _Run, state: RunState) -> float:
+    """Compiles the train and eval steps once, outside the timed epochs; returns the seconds it took."""
+    start = time.perf_counter()
+    warmup = steps.train_step(
+        state.params, state.opt_state, run.x_train, run.y_train, np.zeros(run.config.batch_size, np.int32),
+        model=run.model, optimizer=run.optimizer,
+    )  # fmt: skip
+    jax.block_until_ready(warmup)
+    steps.evaluate(state.params, run.model, run.data.x_test, run.data.y_test)
+    steps.batch_order(state.key, 0, len(run.x_train), run.config.batch_size)
+    return time.perf_counter() - start
+
+
+def _train_epochs(run: _Run, state: RunState, progress: bool, log: Callable[[str], None]) -> RunState:
+    """Trains up to ``config.epochs``, saving after each epoch; Ctrl-C raises :class:`_EpochInterrupted`."""
+    while len(state.history) < run.config.epochs:
+        state = _train_epoch(run, state, progress, log)
+    return state
+
+
+def _train_epoch(run: _Run, state: RunState, progress: bool, log: Callable[[str], None]) -> RunState:
+    """The rest of the current epoch: its steps, the evaluation, the log line and the checkpoint."""
+    config = run.config
+    epoch = len(state.history)
+    first = state.step - epoch * run.steps_per_epoch  # > 0 when resuming mid-epoch
+    bar = _progress_bar(progress, run.steps_per_epoch, first, f"epoch {epoch + 1}/{config.epochs}")
+    try:
+        try:
+            state = _run_epoch(run, state, bar)
+            state = _end_epoch(run, state)
+            if bar is not None:
+                bar.set_postfix_str(_epoch_summary(state.history[-1], timing=False))
+        finally:
+            if bar is not None:
+                bar.close()
+        if bar is None:
+            log(f"epoch {epoch + 1}/{config.epochs}: {_epoch_summary(state.history[-1])}")
+        if config.out_dir is not None:
+            rundir.save(config, state, run.steps_per_epoch)
+    except _EpochInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise _EpochInterrupted(state) from None  # after the steps: while evaluating or saving
+    return state
+
+
+def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
+    """The remaining train steps of epoch ``len(state.history)``: from a fresh start or a mid-epoch checkpoint."""
+    config = run.config
+    epoch = len(state.history)
+    try:
+        order = steps.batch_order(state.key, epoch, len(run.x_train), config.batch_size)
+        for batch in range(state.step - epoch * run.steps_per_epoch, run.steps_per_epoch):
+            start = time.perf_counter()
+            params, opt_state, loss, correct = steps.train_step(
+                state.params, state.opt_state, run.x_train, run.y_train, order[batch],
+                model=run.model, optimizer=run.optimizer,
+            )  # fmt: skip
+            loss, correct = float(loss), int(correct)  # waits for the step
+            elapsed = time.perf_counter() - start
+            state = state._replace(
+                params=params,
+                opt_state=opt_state,
+                step=state.step + 1,
+                loss_sum=state.loss_sum + loss * config.batch_size,
+                correct=state.correct + correct,
+                seen=state.seen + config.batch_size,
+                train_time_s=state.train_time_s + elapsed,
+            )
+            if bar is not None:
+                bar.set_postfix_str(
+                    f"loss {state.loss_sum / state.seen:.4f} acc {state.correct / state.seen:.2%}", False
+                )
+                bar.update()
+    except KeyboardInterrupt:
+        raise _EpochInterrupted(state) from None  # hand the last completed step to fit, which saves it
+    return state
+
+
+def _end_epoch(run: _Run, state: RunState) -> RunState:
+    """Evaluates on the test set and moves the epoch's metrics into the history."""
+    start = time.perf_counter()
+    test_loss, test_accuracy = steps.evaluate(state.params, run.model, run.data.x_test, run.data.y_test)
+    entry = {
+        "epoch": len(state.history) + 1,
+        "step": state.step,
+        "train_loss": state.loss_sum / state.seen,
+        "train_accuracy": state.correct / state.seen,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "train_time_s": state.train_time_s,
+        "steps": run.steps_per_epoch,
+        "steps_per_s": run.steps_per_epoch / state.train_time_s,
+        "eval_time_s": time.perf_counter() - start,
+    }
+    return state._replace(history=(*state.history, entry), loss_sum=0.0, correct=0, seen=0, train_time_s=0.0)
+
+
+def _save_interrupted(run: _Run, state: RunState) -> str | None:
+    """After Ctrl-C: saves the state (a second Ctrl-C cannot stop it) and the curves so far; the checkpoint's path."""
+    config = run.config
+    if config.out_dir is None:
+        return None
+    saved = rundir.save(config, state, run.steps_per_epoch, defer_interrupts=False)
+    try:  # a second Ctrl-C may cut the plot short, but the checkpoint is saved: report it
+        if state.history:
+            rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
+    except KeyboardInterrupt:
+        pass
+    return saved
+
+
+def _epoch_summary(entry: dict[str, Any], *, timing: bool = True) -> str:
+    summary = (
+        f"train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.2%} | "
+        f"test loss {entry['test_loss']:.4f} acc {entry['test_accuracy']:.2%}"
+    )
+    return summary + (f" | {entry['train_time_s']:.2f} s, {entry['steps_per_s']:.0f} steps/s" if timing else "")
+
+
+def _title(run: _Run) -> str:
+    config = run.config
+    model = f"cnn {list(config.channels)}, conv={config.conv}"
+    return f"{run.data.name}: {model}, {config.optimizer} lr={config.learning_rate}"
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, description: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=description, unit="step", leave=True, dynamic_ncols=True)

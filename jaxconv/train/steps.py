@@ -1,0 +1,155 @@
+"""The jitted pieces of a run: the model and optimizer of a config, one train step, evaluation, the data order.
+
+Static arguments of the jitted steps are hashable descriptions (the model's
+layers, an :class:`OptimizerSpec`), so equal configs share one compilation per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxconv import nn
+from jaxconv.train.config import OPTIMIZERS, TrainConfig
+
+EVAL_BATCH_SIZE = 1000
+
+
+class OptimizerSpec(NamedTuple):
+    """A hashable description of an optax optimizer, for ``jax.jit``'s static arguments."""
+
+    name: str
+    learning_rate: float
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """``"adam"``, ``"sgd"`` or ``"momentum"`` (SGD, momentum 0.9) as an optax transformation.
+
+    >>> optimizer = make_optimizer("momentum", 0.1)
+    >>> state = optimizer.init({"w": jnp.zeros(2)})
+    """
+    if name == "adam":
+        return optax.adam(learning_rate)
+    if name == "sgd":
+        return optax.sgd(learning_rate)
+    if name == "momentum":
+        return optax.sgd(learning_rate, momentum=0.9)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Sequential:
+    """The :func:`jaxconv.nn.cnn` of ``config``."""
+    return nn.cnn(num_classes, channels=config.channels, backend=config.conv)
+
+
+def init_state(config: TrainConfig, model: nn.Sequential, image_shape: tuple[int, ...]) -> tuple[Any, Any, jax.Array]:
+    """``(params, opt_state, key)`` at step 0: the init key and the data-order key both come from ``seed``.
+
+    >>> config = TrainConfig(channels=(4,))
+    >>> params, opt_state, key = init_state(config, build_model(config, 10), (1, 8, 8))
+    >>> [p["w"].shape for p in params if p]
+    [(4, 1, 3, 3), (64, 10)]
+    """
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    params, _ = model.init(init_key, image_shape)
+    opt_state = make_optimizer(config.optimizer, config.learning_rate).init(params)
+    return params, opt_state, data_key
+
+
+def loss_and_logits(params: Any, model: nn.Sequential, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy of ``model`` on a batch, and its logits.
+
+    >>> model = nn.cnn(channels=(4,))
+    >>> params, _ = model.init(jax.random.key(0), (1, 8, 8))
+    >>> loss, logits = loss_and_logits(params, model, jnp.zeros((2, 1, 8, 8)), jnp.array([0, 1]))
+    >>> logits.shape
+    (2, 10)
+    """
+    logits = model.apply(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+@functools.partial(jax.jit, static_argnames=("model", "optimizer"))
+def train_step(
+    params: Any,
+    opt_state: Any,
+    x_all: jax.Array,
+    y_all: jax.Array,
+    batch_indices: jax.Array,
+    *,
+    model: nn.Sequential,
+    optimizer: OptimizerSpec,
+) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """One optax step on the examples ``batch_indices`` of ``(x_all, y_all)`` (device-resident data).
+
+    Returns:
+      ``(params, opt_state, loss, correct)``: the updated state, the batch's
+      mean loss before the update and how many of its examples were classified right.
+    """
+    x, y = x_all[batch_indices], y_all[batch_indices]
+    (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, model, x, y)
+    # optax mixes Python floats with int32 step counts (Adam's bias correction), which strict promotion rejects.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = make_optimizer(*optimizer).update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _eval_batch(
+    params: Any, x: jax.Array, y: jax.Array, mask: jax.Array, *, model: nn.Sequential
+) -> tuple[jax.Array, jax.Array]:
+    logits = model.apply(params, x)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    correct = (jnp.argmax(logits, axis=-1) == y) & mask
+    return jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(correct)
+
+
+def evaluate(
+    params: Any, model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[float, float]:
+    """Mean loss and accuracy over ``(x, y)``, in fixed-size batches (the last one padded and masked).
+
+    >>> from jaxconv.train.data import synthetic
+    >>> data = synthetic(num_test=5)
+    >>> model = nn.cnn(channels=(4,))
+    >>> params, _ = model.init(jax.random.key(0), data.image_shape)
+    >>> loss, accuracy = evaluate(params, model, data.x_test, data.y_test, batch_size=2)
+    >>> 0.0 <= accuracy <= 1.0
+    True
+    """
+    n = len(x)
+    batch_size = max(1, min(batch_size, n))
+    loss_sum, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        x_batch, y_batch = x[start : start + batch_size], y[start : start + batch_size]
+        valid = len(x_batch)
+        pad = batch_size - valid
+        if pad:
+            x_batch = np.concatenate([x_batch, np.zeros((pad, *x_batch.shape[1:]), x_batch.dtype)])
+            y_batch = np.concatenate([y_batch, np.zeros(pad, y_batch.dtype)])
+        mask = np.arange(batch_size) < valid
+        batch_loss, batch_correct = _eval_batch(params, x_batch, y_batch, mask, model=model)
+        loss_sum += float(batch_loss)
+        correct += int(batch_correct)
+    return loss_sum / n, correct / n
+
+
+def batch_order(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+    """The example indices of each step of ``epoch``: ``(num_examples // batch_size, batch_size)``.
+
+    A permutation drawn from ``fold_in(key, epoch)``: it depends only on the
+    key and the epoch, which is what makes resuming exact. The remainder is dropped.
+
+    >>> order = batch_order(jax.random.key(0), 0, 10, 3)
+    >>> order.shape, len(set(order.ravel().tolist()))
+    ((3, 3), 9)
+    """
+    steps = num_examples // batch_size
+    permutation = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples))
+    return permutation[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)

@@ -1,0 +1,278 @@
+"""Tests for jaxconv.train.cli: the ``jaxconv train`` command end to end, its refusals and messages."""
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _train_helpers import (
+    EPOCHS,
+    HISTORY_KEYS,
+    PNG_SIGNATURE,
+    REPO,
+    SMALL_ARGS,
+    STEPS_PER_EPOCH,
+    assert_trees_equal,
+    interrupt_after,
+    load_checkpoint,
+    small_config,
+    straight_run,
+    stray_files,
+    write_npz,
+)
+
+from jaxconv.cli import main
+from jaxconv.train import checkpoint, cli, data, rundir
+from jaxconv.train.config import TrainConfig
+from jaxconv.train.loop import TrainingInterrupted, fit
+
+
+def test_cli_one_epoch_writes_metrics_curves_checkpoint_and_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    config = small_config(epochs=1, out_dir=str(out))
+
+    metrics = json.loads((out / rundir.METRICS).read_text())
+    assert TrainConfig.from_dict(metrics["config"]) == config
+    (entry,) = metrics["history"]
+    assert set(entry) == HISTORY_KEYS
+    assert entry["epoch"] == 1 and entry["steps"] == STEPS_PER_EPOCH and entry["step"] == STEPS_PER_EPOCH
+    for key in ("train_accuracy", "test_accuracy"):
+        assert 0.0 <= entry[key] <= 1.0
+    for key in ("train_loss", "test_loss", "train_time_s", "steps_per_s", "eval_time_s"):
+        assert np.isfinite(entry[key]) and entry[key] > 0
+
+    assert (out / rundir.CURVES).read_bytes().startswith(PNG_SIGNATURE)
+    assert stray_files(out) == []
+
+    # The checkpoint holds what the same run through the Python API ends with.
+    params, opt_state, metadata = load_checkpoint(out)
+    assert metadata["step"] == STEPS_PER_EPOCH and metadata["epoch"] == 1
+    assert metadata["history"] == metrics["history"]
+    result = fit(dataclasses.replace(config, out_dir=None))
+    assert_trees_equal(params, result.params)
+    assert_trees_equal(opt_state, result.opt_state)
+
+    assert "data: digits, 64 train / 32 test images of shape (1, 8, 8), 10 classes" in printed
+    assert "epoch 1/1: train loss" in printed
+    summary = f"test accuracy {entry['test_accuracy']:.2%} (loss {entry['test_loss']:.4f}) after 1 epochs, 4 steps"
+    assert summary in printed
+    assert f"wrote {out / rundir.METRICS}" in printed
+
+
+def test_python_m_jaxconv_train_help():
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "jaxconv", "train", "--help"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("usage: jaxconv train")
+    for flag in ("--data", "--conv", "--optimizer", "--lr", "--epochs", "--resume", "--out", "--quiet"):
+        assert flag in completed.stdout
+
+
+def test_config_from_args_defaults_out_dir_and_overrides(tmp_path):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    config, resume = cli.config_from_args(parser.parse_args([]))
+    assert not resume and config == TrainConfig(out_dir=os.path.join("runs", "digits"))
+    config, _ = cli.config_from_args(parser.parse_args(["--data", "some/where/mine.npz", "--lr", "0.1"]))
+    assert config.out_dir == os.path.join("runs", "mine") and config.learning_rate == 0.1
+    assert config.data == "some/where/mine.npz"
+    config, _ = cli.config_from_args(parser.parse_args(["--channels", "3", "5", "--out", str(tmp_path)]))
+    assert config.channels == (3, 5) and config.out_dir == str(tmp_path)
+    with pytest.raises(ValueError, match="give --out only without --resume"):
+        cli.config_from_args(parser.parse_args(["--resume", str(tmp_path / "a"), "--out", str(tmp_path / "b")]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ctrl-C through the command.
+
+
+def test_cli_sigint_exits_130_with_the_resume_command_and_resume_is_exact(tmp_path, monkeypatch, capsys):
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT does not raise KeyboardInterrupt in this process")
+    straight = straight_run()
+    out = tmp_path / "run"
+    interrupt_after(monkeypatch, 5, sigint=True)
+    assert main(["train", "--epochs", str(EPOCHS), *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 2 after step 5." in err
+    assert f"saved {rundir.checkpoint_path(out)}; continue with: jaxconv train --resume {out}" in err
+
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: starting a new run" not in printed
+    assert f"after {EPOCHS} epochs, {EPOCHS * STEPS_PER_EPOCH} steps" in printed
+    params, opt_state, _ = load_checkpoint(out)
+    assert_trees_equal(params, straight.params)
+    assert_trees_equal(opt_state, straight.opt_state)
+
+
+def test_a_second_ctrl_c_while_saving_after_the_first_still_reports_the_checkpoint(tmp_path, monkeypatch, capsys):
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT does not raise KeyboardInterrupt in this process")
+    original_save = checkpoint.save
+
+    def save_with_sigint(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # the impatient second Ctrl-C, during the save the first one asked for
+        original_save(*args, **kwargs)
+
+    interrupt_after(monkeypatch, 2)
+    monkeypatch.setattr(checkpoint, "save", save_with_sigint)
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", str(EPOCHS), *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 1 after step 2." in err
+    assert f"continue with: jaxconv train --resume {out}" in err
+    assert load_checkpoint(out)[2]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --data FILE.npz.
+
+
+def test_cli_trains_on_an_npz(tmp_path, capsys):
+    path = str(write_npz(tmp_path / "mine.npz"))
+    out = tmp_path / "run"
+    args = ["train", "--data", path, "--epochs", "1", "--batch-size", "16", "--channels", "4", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "data: mine, 64 train / 16 test images of shape (1, 8, 8), 10 classes" in printed
+    metrics = json.loads((out / rundir.METRICS).read_text())
+    assert metrics["config"]["data"] == path and len(metrics["history"]) == 1
+    config = TrainConfig(data=path, epochs=1, batch_size=16, channels=(4,))
+    expected = fit(config, data=data.load_npz(path))
+    params, _, _ = load_checkpoint(out)
+    assert_trees_equal(params, expected.params)
+
+
+MALFORMED_NPZ = [
+    ("missing", dict(y_test=None), r"missing key\(s\) y_test"),
+    ("rank", dict(x_train=np.zeros(64)), r"x_train must have shape \(N, H, W\) or \(N, C, H, W\)"),
+    ("count", dict(y_train=np.arange(63) % 10), r"y_train has 63 labels but x_train has 64 images"),
+    ("labels", dict(y_test=np.zeros(16)), r"y_test must hold integer class labels"),
+    ("object", dict(x_test=np.array([None] * 16, dtype=object)), r"x_test .* without pickle"),
+]
+
+
+@pytest.mark.parametrize("name, changes, message", MALFORMED_NPZ, ids=[case[0] for case in MALFORMED_NPZ])
+def test_cli_rejects_a_malformed_npz_naming_the_key(tmp_path, capsys, name, changes, message):
+    path = write_npz(tmp_path / f"{name}.npz", **changes)
+    assert main(["train", "--data", str(path), "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxconv train: error: ")
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_rejects_a_missing_npz(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxconv train: error: ") and "absent.npz" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Refusals.
+
+
+def test_resume_refuses_options_that_would_not_continue_the_same_run(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    fit(small_config(epochs=1, out_dir=out))
+    for change in (dict(seed=1), dict(batch_size=8), dict(optimizer="sgd"), dict(max_test=16)):
+        (name,) = change
+        with pytest.raises(ValueError, match=rf"cannot resume with a different {name} \("):
+            fit(small_config(out_dir=out, **change), resume=True)
+    assert main(["train", "--resume", out, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxconv train: error: cannot resume with a different seed (0 -> 1)")
+    # The refused attempts left the checkpoint alone.
+    assert checkpoint.read_metadata(rundir.checkpoint_path(out))["step"] == STEPS_PER_EPOCH
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expected = f"no checkpoint to resume in {empty}"
+    with pytest.raises(FileNotFoundError, match=expected):
+        fit(small_config(out_dir=str(empty)), resume=True)
+    with pytest.raises(ValueError, match="resume needs config.out_dir"):
+        fit(small_config(), resume=True)
+    assert main(["train", "--resume", str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"jaxconv train: error: {expected}")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / rundir.CHECKPOINT).write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", str(garbage)]) == 2
+    assert "is not a jaxconv checkpoint" in capsys.readouterr().err
+
+
+def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    saved = (out / rundir.CHECKPOINT).read_bytes()
+    capsys.readouterr()
+
+    with pytest.raises(FileExistsError, match=f"{out} holds the checkpoint of an earlier run"):
+        fit(small_config(epochs=1, seed=1, out_dir=str(out)))
+    assert main([*args, "--seed", "1"]) == 2
+    assert f"--resume {out}" in capsys.readouterr().err
+    assert (out / rundir.CHECKPOINT).read_bytes() == saved
+
+    assert main(["train", "--resume", str(out), "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+    # An overwriting run that fails its own checks removes nothing.
+    with pytest.raises(ValueError, match="batch_size 128 is larger"):
+        fit(small_config(epochs=1, batch_size=128, out_dir=str(out)), overwrite=True)
+    assert (out / rundir.CHECKPOINT).read_bytes() == saved
+
+    # Overwriting removes the old run's files first: an overwriting run stopped early leaves none of them behind.
+    interrupt_after(monkeypatch, -1)
+    with pytest.raises(TrainingInterrupted):
+        fit(small_config(epochs=1, seed=1, out_dir=str(out)), overwrite=True)
+    monkeypatch.undo()
+    assert os.listdir(out) == []
+
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 0
+    assert main([*args, "--seed", "1", "--overwrite"]) == 0
+    assert "is replaced by a new one" in capsys.readouterr().out
+    assert (out / rundir.CHECKPOINT).read_bytes() != saved
+    assert rundir.read_config(out).seed == 1
+
+
+def test_the_default_output_directory_moves_on_past_earlier_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--epochs", "1", *SMALL_ARGS, "--quiet"]
+    assert main(args) == 0
+    first = (tmp_path / "runs" / "digits" / rundir.CHECKPOINT).read_bytes()
+    assert main([*args, "--seed", "1"]) == 0
+    assert main([*args, "--seed", "2"]) == 0
+    assert (tmp_path / "runs" / "digits" / rundir.CHECKPOINT).read_bytes() == first
+    seeds = [rundir.read_config(tmp_path / "runs" / name).seed for name in ("digits", "digits-2", "digits-3")]
+    assert seeds == [0, 1, 2]
+    assert "wrote runs/digits-3/metrics.json" in capsys.readouterr().out
+
+
+def test_train_config_errors_through_the_cli(tmp_path, capsys):
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "jaxconv train: error: epochs must be >= 1, got 0\n"
+    assert main(["train", "--lr", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "learning_rate must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--optimizer", "rmsprop"])  # argparse's choices
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
