@@ -28,7 +28,7 @@ BACKENDS = ("xla", "pallas", "auto")
 Backend = Literal["xla", "pallas", "auto"]
 
 
-def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any) -> str:
+def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any, x_shape: Any, w_shape: Any) -> str:
     """``"auto"`` -> the backend measured fastest for this conv; ``"pallas"`` only where its kernels apply.
 
     No Pallas figure has been measured on any platform yet (``benchmarks/RESULTS.md``), so ``"auto"`` is XLA.
@@ -38,7 +38,7 @@ def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any) -> str
         return "xla"
     from jaxconv._pallas import unsupported_reason
 
-    reason = unsupported_reason(geometry, groups, dtype)
+    reason = unsupported_reason(geometry, groups, dtype, x_shape=x_shape, w_shape=w_shape)
     if reason is not None:
         raise ValueError(f"backend='pallas' does not support this convolution: {reason}; use backend='xla' or 'auto'")
     return "pallas"
@@ -101,7 +101,7 @@ def conv_spec(
         col2im_method,
         resolve_max_cols_bytes(max_cols_bytes),
         mesh_size(),
-        resolve_backend(backend, geometry, groups, x.dtype),
+        resolve_backend(backend, geometry, groups, x.dtype, x.shape, w.shape),
     )
 
 

@@ -116,6 +116,12 @@ def batch_chunk(batch: int, item_bytes: int, max_cols_bytes: int | None, *, mult
 
 
 def mesh_size() -> int:
-    """Devices a batch may be sharded over: the current mesh's (``jax.set_mesh``), else every device."""
+    """Devices a batch may be sharded over: the current mesh's (``jax.set_mesh``), else every device.
+
+    Inside ``shard_map`` the arrays are each device's own block: its manual axes do not count.
+    """
     mesh = jax.sharding.get_abstract_mesh()
-    return math.prod(mesh.shape.values()) if mesh is not None and mesh.shape else jax.device_count()
+    if mesh is None or not mesh.shape:
+        return jax.device_count()
+    manual = jax.sharding.AxisType.Manual
+    return math.prod(size for (name, size), kind in zip(mesh.shape.items(), mesh.axis_types) if kind != manual)

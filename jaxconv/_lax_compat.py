@@ -139,7 +139,7 @@ def conv_general_dilated(
         dtype_name(preferred, "preferred_element_type"),
         max_cols_bytes=resolve_max_cols_bytes("auto"),
         devices=mesh_size(),
-        backend=resolve_backend("auto", geometry, groups, lhs.dtype),
+        backend=resolve_backend("auto", geometry, groups, lhs.dtype, x_shape, w_shape),
         integer_gemm=integer_gemm_for(jax.default_backend()),
     )
     out = _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)

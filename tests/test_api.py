@@ -1,5 +1,6 @@
 """Tests for jaxconv._api: the friendly API's argument checks, conv1d/2d/3d, and lax_conv, the reference backend."""
 
+import dataclasses
 import re
 
 import jax
@@ -206,3 +207,83 @@ def test_lax_conv_supports_forward_mode():
     x, w = random_array(rng, (1, 2, 5)), random_array(rng, (3, 2, 2))
     _, tangent = jax.jvp(lambda x: jaxconv.lax_conv(x, w, padding=1), (x,), (x,))
     assert_close(tangent, jaxconv.conv(x, w, padding=1))  # linear in x
+
+
+# --- static arguments: no two different calls share one compiled function (issue 12.1) -----------
+
+
+def _x64_calls():
+    x, w = jnp.ones((1, 1, 4, 4), jnp.float32), jnp.ones((1, 1, 3, 3), jnp.float32)
+    general = lambda x, w, **kw: jaxconv.conv_general_dilated(x, w, (1, 1), "VALID", **kw)
+    return x, w, [jaxconv.conv2d, jaxconv.conv, jaxconv.lax_conv, general]
+
+
+@pytest.mark.parametrize("order", ["plain-first", "float64-first"])
+def test_preferred_float64_and_none_never_share_an_executable(order):
+    """np.dtype('float64') == None is True in NumPy: a dtype in a static spec made these two calls collide."""
+    with jax.enable_x64(True):
+        x, w, fns = _x64_calls()
+        for fn in fns:
+            calls = [({}, jnp.float32), (dict(preferred_element_type=jnp.float64), jnp.float64)]
+            for kwargs, expected in calls if order == "plain-first" else calls[::-1]:
+                assert fn(x, w, **kwargs).dtype == expected, (fn, kwargs)
+
+
+def test_every_static_spec_field_is_safe_to_compare():
+    """Each static field holds ints, strings, tuples or None, never a NumPy dtype or array."""
+    from jaxconv._api import conv_spec
+
+    x, w = jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3))
+    options = dict(stride=1, padding=0, dilation=1, groups=1)
+    plain = conv_spec(x, w, None, **options)
+    wide = conv_spec(x, w, None, preferred_element_type=jnp.float32, **options)
+    assert plain != wide
+    leaves = jax.tree.leaves(dataclasses.astuple(wide))
+    assert all(isinstance(v, (int, str, type(None))) for v in leaves), leaves
+    with pytest.raises(TypeError, match="preferred_element_type must be a dtype name or None"):
+        dataclasses.replace(plain, preferred_element_type=np.dtype("float64"))
+
+
+# --- argument kinds: NumPy ints accepted, non-arrays refused by name (issue 12.8) ---------------
+
+
+def test_numpy_integer_arrays_and_scalars_are_accepted():
+    x, w = jnp.ones((2, 3, 9, 9)), jnp.ones((4, 3, 3, 3))
+    expected = jaxconv.conv2d(x, w, stride=(2, 1), padding=((1, 1), (2, 2)), max_cols_bytes=1000)
+    actual = jaxconv.conv2d(
+        x, w, stride=np.array([2, 1]), padding=np.array([1, 2]), max_cols_bytes=np.int64(1000), groups=np.int32(1)
+    )
+    assert bool((actual == expected).all())
+    assert jaxconv.conv2d(x, w, stride=jnp.array(2)).shape == jaxconv.conv2d(x, w, stride=2).shape
+
+
+@pytest.mark.parametrize("conv_fn", [jaxconv.conv2d, jaxconv.lax_conv])
+@pytest.mark.parametrize(
+    "which, value, match",
+    [
+        ("x", None, "x must be an array, got None"),
+        ("w", None, "w must be an array, got None"),
+        ("x", [[[[1.0, 2.0]]], [[[1.0]]]], "x must be a rectangular array of numbers, got a ragged list"),
+        ("w", np.array([["a"]]), "w must be an array of numbers, got dtype <U1"),
+        ("b", "bias", "b must be an array, got 'bias'"),
+    ],
+)
+def test_non_arrays_are_refused_by_name(conv_fn, which, value, match):
+    args = dict(x=jnp.ones((1, 1, 4, 4)), w=jnp.ones((1, 1, 3, 3)), b=None) | {which: value}
+    with pytest.raises(TypeError, match=match.replace("[", r"\[")):
+        conv_fn(args["x"], args["w"], args["b"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(stride=np.array([1.0, 1.0])), TypeError, "stride must be an int, got"),
+        (dict(max_cols_bytes=1e6), TypeError, "max_cols_bytes must be an int, got float"),
+        (dict(max_cols_bytes=0), ValueError, "max_cols_bytes must be >= 1, got 0"),
+        (dict(max_cols_bytes="lots"), ValueError, "max_cols_bytes must be a positive int, None or 'auto'"),
+        (dict(backend="cuda"), ValueError, "backend must be one of"),
+    ],
+)
+def test_bad_options_are_refused_by_name(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        jaxconv.conv2d(jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3)), **kwargs)

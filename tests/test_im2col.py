@@ -209,9 +209,17 @@ def test_im2col_kernel_size_wrong_length():
         jaxconv.im2col(jnp.ones((1, 1, 5, 5)), (3, 3, 3))
 
 
-@pytest.mark.parametrize("kernel_size", [0, (3, -1), (2.0, 2), (True, 2)])
-def test_im2col_kernel_size_not_positive_int(kernel_size):
-    with pytest.raises(ValueError, match="kernel_size must be positive ints"):
+@pytest.mark.parametrize(
+    "kernel_size, error, match",
+    [
+        (0, ValueError, r"kernel_size must be >= 1 in every dimension, got \(0, 0\)"),
+        ((3, -1), ValueError, r"kernel_size must be >= 1 in every dimension, got \(3, -1\)"),
+        ((2.0, 2), TypeError, "kernel_size must be an int, got float 2.0"),
+        ((True, 2), TypeError, "kernel_size must be an int, got bool True"),
+    ],
+)
+def test_im2col_kernel_size_not_positive_int(kernel_size, error, match):
+    with pytest.raises(error, match=match):
         jaxconv.im2col(jnp.ones((1, 1, 5, 5)), kernel_size)
 
 
@@ -251,3 +259,18 @@ def test_col2im_unknown_method():
 def test_col2im_wrong_input_rank():
     with pytest.raises(ValueError, match=r"input_shape must have shape \(N, C, \*spatial\)"):
         jaxconv.col2im(jnp.ones((1, 9, 9)), (5, 5), 3)
+
+
+def test_col2im_refuses_non_int_shapes_instead_of_truncating():
+    with pytest.raises(TypeError, match="input_shape must be an int, got float 6.5"):
+        jaxconv.col2im(jnp.ones((2, 16, 36)), (2, 4, 6.5, 6), 3)
+    with pytest.raises(TypeError, match="input_shape must be a sequence of ints"):
+        jaxconv.col2im(jnp.ones((2, 16, 36)), None, 3)
+    with pytest.raises(TypeError, match="cols must be an array, got None"):
+        jaxconv.col2im(None, (2, 4, 6, 6), 3)
+
+
+def test_im2col_accepts_numpy_ints():
+    x = jnp.arange(32.0).reshape(2, 1, 4, 4)
+    expected = jaxconv.im2col(x, 3, stride=1, padding=1)
+    assert bool((jaxconv.im2col(x, np.int64(3), stride=np.array([1, 1]), padding=np.array([1, 1])) == expected).all())

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _references import assert_close, conv_cases, random_array, reference_dtype
+from _references import assert_close, conv_cases, primitive_names, random_array, reference_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
+import jaxconv
 from jaxconv._geometry import conv_geometry
 from jaxconv._im2col import window_indices
 from jaxconv._pallas import (
@@ -340,3 +341,34 @@ def test_kernels_lower_to_triton_for_cuda(dtype):
                 assert "ld.global" in ptx, name  # the gather: loads through a tensor of pointers
                 # mma for bf16 and f64; float32 at Precision.HIGHEST is IEEE, on FMAs (TF32 would use mma)
                 assert ("mma" in ptx) == (dtype != "float32"), name
+
+
+# --- through jaxconv.conv(backend="pallas"): the same custom VJP, the same errors ----------------
+
+
+@pytest.mark.parametrize("name", ["2d-grouped-same", "1d-strided-dilated"])
+def test_conv_backend_pallas_matches_lax_and_never_builds_phi(name):
+    case = dict(
+        {
+            "2d-grouped-same": dict(x=(2, 4, 7, 6), w=(6, 2, 3, 2), stride=(1, 2), padding="SAME", groups=2),
+            "1d-strided-dilated": dict(x=(2, 3, 11), w=(4, 3, 3), stride=2, padding=((2, 1),), dilation=2),
+        }[name]
+    )
+    rng = np.random.default_rng(7)
+    x, w = random_array(rng, case.pop("x")), random_array(rng, case.pop("w"))
+    b = random_array(rng, (w.shape[0],))
+    loss = lambda conv: lambda x, w, b: jnp.sum(jnp.sin(conv(x, w, b, **case)))
+    ours = jax.value_and_grad(loss(functools.partial(jaxconv.conv, backend="pallas")), argnums=(0, 1, 2))(x, w, b)
+    ref = jax.value_and_grad(loss(functools.partial(jaxconv.lax_conv, precision="highest")), argnums=(0, 1, 2))(x, w, b)
+    for actual, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+        assert_close(actual, expected)
+    jaxpr = jax.make_jaxpr(jax.grad(loss(functools.partial(jaxconv.conv, backend="pallas")), argnums=(0, 1)))(x, w, b)
+    names = primitive_names(jaxpr)
+    assert "pallas_call" in names and "conv_general_dilated" not in names and "gather" not in names, names
+
+
+def test_conv_backend_pallas_refuses_what_it_cannot_run_and_auto_falls_back():
+    x, w = jnp.ones((1, 2, 5, 5), jnp.complex64), jnp.ones((3, 2, 3, 3), jnp.complex64)
+    with pytest.raises(ValueError, match="backend='pallas' does not support this convolution: .*complex64"):
+        jaxconv.conv(x, w, backend="pallas")
+    assert jaxconv.conv(x, w, backend="auto").shape == (1, 3, 3, 3)
