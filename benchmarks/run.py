@@ -11,6 +11,8 @@ Run from the repository root::
     python benchmarks/run.py                 # the full set -> benchmarks/RESULTS.md
     python benchmarks/run.py --quick         # fewer repetitions, printed only
     python benchmarks/run.py --only cifar2   # one case, printed only
+    python benchmarks/run.py --preset gpu    # on a GPU: bf16/f32, NCHW/NHWC, vs lax and PyTorch (cuDNN)
+    python benchmarks/run.py --preset gpu --scale-down 16 --quick   # the same plumbing on a CPU, in seconds
 
 The script re-executes itself with glibc's ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` raised (see ``jaxconv.compare.MALLOC_ENV``) unless
@@ -27,6 +29,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from jaxconv._validate import as_finite, as_int
 from jaxconv.compare import (
     MALLOC_ENV,
     PRESETS,
@@ -38,8 +41,16 @@ from jaxconv.compare import (
     select_cases,
     write_json,
 )
+from jaxconv.compare.cli import option_type
+from jaxconv.compare.report import check_writable
+from jaxconv.compare.torch_conv import import_torch
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # design.py and gpu.py sit beside this script, also when it is imported by path
+    sys.path.insert(0, str(HERE))
+
+from gpu import add_gpu_arguments, run_gpu  # noqa: E402
+
 DEFAULT_OUTPUT = HERE / "RESULTS.md"
 GEMM_BOUND_CASES = ("cifar2", "cifar3", "conv1x1")
 
@@ -312,48 +323,74 @@ def render(
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--preset",
+        choices=("cnn", "gpu"),
+        default="cnn",
+        help="cnn: the CPU set, written to RESULTS.md; gpu: CIFAR and ResNet-50 layers in bf16 and f32, NCHW and "
+        "NHWC, with a pallas column (benchmarks/gpu.py; printed only)",
+    )
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this case (repeatable)")
     parser.add_argument("--quick", action="store_true", help="3 repetitions and about 0.1 s per measurement")
-    parser.add_argument("--repeats", type=int, help="at least N timed calls per measurement (default 10)")
-    parser.add_argument("--min-time", type=float, help="about this many seconds per measurement (default 1.0)")
+    parser.add_argument(
+        "--repeats",
+        type=option_type(int, as_int, "an int", minimum=1),
+        help="at least N timed calls per measurement (default 10)",
+    )
+    parser.add_argument(
+        "--min-time",
+        type=option_type(float, as_finite, "a number", minimum=0),
+        help="about this many seconds per measurement (default 1.0)",
+    )
     parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto", help="also time PyTorch")
     parser.add_argument(
         "--output",
         type=Path,
-        help=f"the Markdown report (default {DEFAULT_OUTPUT.relative_to(HERE.parent)} for a full run; "
-        "a --quick or --only run is only printed unless this is given)",
+        help=f"the Markdown report (default {DEFAULT_OUTPUT.relative_to(HERE.parent)} for a full cnn run; "
+        "a --quick, --only or gpu run is only printed unless this is given)",
     )
     parser.add_argument("--json", type=Path, help="also write every measurement as JSON")
     parser.add_argument("--no-reexec", action="store_true", help="do not restart with the malloc settings")
     parser.add_argument(
         "--no-design", action="store_true", help="skip the design measurements (benchmarks/design.py; ~2 min)"
     )
+    add_gpu_arguments(parser.add_argument_group("gpu preset"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.no_reexec:
         reexec_with_malloc_env(argv)
+    try:  # everything checked before the first measurement
+        cases = select_cases([args.preset], None, args.only)
+        torch = import_torch({"auto": "auto", "on": True, "off": False}[args.torch])[0]
+        for option, path in (("--output", args.output), ("--json", args.json)):
+            if path is not None:
+                check_writable(path, option)
+    except ValueError as error:
+        parser.error(f"{error} (cases: {', '.join(c.name for c in PRESETS[args.preset])})")
 
     repeats = args.repeats or (3 if args.quick else 10)
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 1.0)
+    command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv)
+    if args.preset == "gpu":
+        return run_gpu(args, cases, torch=torch, repeats=repeats, min_time=min_time, command=command)
+
     partial = bool(args.quick or args.only)
     output = args.output or (None if partial else DEFAULT_OUTPUT)
-    try:
-        cases = select_cases(["cnn"], None, args.only)
-    except ValueError as error:
-        parser.error(f"{error} (cases: {', '.join(c.name for c in PRESETS['cnn'])})")
-    torch = {"auto": "auto", "on": True, "off": False}[args.torch]
     results = compare(cases, dtype="float32", repeats=repeats, min_time=min_time, torch=torch, progress=True)
-
     design = []
     if not (partial or args.no_design):
-        from design import design_sections  # benchmarks/design.py: this script's folder is sys.path[0]
+        from design import design_sections  # imported only when it runs
 
         print("design measurements (benchmarks/design.py) ...", file=sys.stderr)
         design = design_sections(repeats)
     info = environment()
-    command = "python benchmarks/run.py" + "".join(" " + shlex.quote(a) for a in argv)
     report = render(results, info, command=command, repeats=repeats, min_time=min_time, partial=partial, design=design)
     print(format_results(results))
     print()

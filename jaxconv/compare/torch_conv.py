@@ -34,21 +34,31 @@ def torch_device(torch: Any) -> str:
 
 
 def torch_functions(
-    torch: Any, case: Case, inputs: Sequence[np.ndarray | None], dtype: np.dtype, device: str
+    torch: Any,
+    case: Case,
+    inputs: Sequence[np.ndarray | None],
+    dtype: np.dtype,
+    device: str,
+    *,
+    channels_last: bool = False,
 ) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], tuple[np.ndarray, ...]]]:
     """Forward, forward + autograd backward, and the (out, *grads) of PyTorch's conv, for the errors.
 
     Args:
       torch: the torch module.
       case: the convolution.
-      inputs: host arrays x, w, b (or None) and the cotangent g.
+      inputs: host arrays x, w, b (or None) and the cotangent g, in the NC* / OI* layout.
       dtype: the dtype to run in.
       device: ``cpu`` or ``cuda``.
+      channels_last: hold x, w and g in PyTorch's NHWC memory format (2-d convs); shapes and
+        results stay NCHW.
     """
     import torch.nn.functional as F
 
     torch_dtype = getattr(torch, dtype.name)
     x, w, b, g = (None if a is None else torch.tensor(a, device=device, dtype=torch_dtype) for a in inputs)
+    if channels_last:
+        x, w, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, g))
     params = (x, w) + ((b,) if b is not None else ())
     conv_nd = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(case.x) - 2]
     geometry = case.conv_spec().geometry
