@@ -237,18 +237,9 @@ def _results_table(results: Sequence[CaseResult], has_torch: bool) -> list[str]:
             cells += [torch_ms, versus]
         cells += [f"{noise:.0%}", f"{r.max_rel_error:.1e}" + ("" if r.ok else " FAIL")]
         lines.append(_row(cells))
-    means = [
-        "**geometric mean**",
-        "",
-        _g(geometric_mean(r.ratio("forward") for r in results)),
-        "",
-        _g(geometric_mean(r.ratio("value_and_grad") for r in results)),
-        "",
-        "",
-        "",
-        "",
-        _g(geometric_mean(r.temp_ratio for r in results)),
-    ]
+    mean = lambda value: _g(geometric_mean(map(value, results)))
+    means = ["**geometric mean**", "", mean(lambda r: r.ratio("forward")), ""]
+    means += [mean(lambda r: r.ratio("value_and_grad")), "", "", "", "", mean(lambda r: r.temp_ratio)]
     if has_torch:
         fwd = geometric_mean(r.ratio("forward", "torch") for r in results)
         vag = geometric_mean(r.ratio("value_and_grad", "torch") for r in results)
