@@ -1,4 +1,8 @@
-"""Strict JAX for every test: silent dtype or rank promotion is an error. Doctests see jax, jnp, lax and np."""
+"""Strict JAX for every test: silent dtype or rank promotion is an error. Doctests see jax, jnp, lax and np.
+
+GEMMs and lax's convolutions run at HIGHEST precision unless a test asks for another: the suite's tight
+tolerances mean full float32, which GPUs give only when asked (their default is TF32, for lax as for us).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,7 @@ from jax import lax
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture(autouse=True)

@@ -62,6 +62,31 @@ def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: Any = "f
     return jnp.asarray(values, dtype)
 
 
+def on_cpu(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """Copies of ``arrays`` on the CPU device, so that a jitted reference on them runs there.
+
+    For what lax cannot compute on the running backend: cuDNN has no convolution with 4+ spatial dims
+    (it aborts the process) and no GEMM for most integer types.
+    """
+    cpu = jax.devices("cpu")[0]
+    return tuple(jax.device_put(a, cpu) for a in arrays)
+
+
+def default_precision_tolerance(dtype: Any) -> float:
+    """Normwise tolerance of a float32 conv at ``precision=None`` against HIGHEST on this backend.
+
+    GPUs run float32 GEMMs and lax's convolutions in TF32 by default (10-bit mantissa: relative errors up to
+    about 1e-3 were measured on an H200, for lax as for jaxconv); TPUs in bfloat16 passes.
+    """
+    dtype = jnp.dtype(dtype)
+    backend = jax.default_backend()
+    if dtype.name in ("float32", "complex64") and backend in ("gpu", "cuda", "rocm"):
+        return 5e-3
+    if dtype.name in ("float32", "complex64") and backend == "tpu":
+        return TOLERANCES["bfloat16"]
+    return TOLERANCES[dtype.name]
+
+
 def _as_numpy(array: Any) -> np.ndarray:
     array = np.asarray(array)
     if np.iscomplexobj(array):

@@ -12,9 +12,11 @@ from _references import (
     assert_close,
     conv_cases,
     conv_kwargs,
+    default_precision_tolerance,
     lax_conv_reference,
     make_inputs,
     needs_x64,
+    on_cpu,
     primitive_names,
     random_array,
     reference_dtype,
@@ -37,9 +39,9 @@ def _check_against_lax(args, kwargs, rng, dtype):
     cotangent = random_array(rng, jax.eval_shape(lambda *a: jaxconv.conv(*a, **kwargs), *args).shape, dtype)
     out, grads = value_and_grads(lambda *a: jaxconv.conv(*a, **kwargs), args, cotangent)
     high = reference_dtype(dtype)
-    ref_args = [a.astype(high) for a in args]
+    ref_args = on_cpu(*[a.astype(high) for a in args])
     expected, expected_grads = value_and_grads(
-        lambda *a: lax_conv_reference(*a, **kwargs), ref_args, cotangent.astype(high)
+        lambda *a: lax_conv_reference(*a, **kwargs), ref_args, *on_cpu(cotangent.astype(high))
     )
     assert out.dtype == jnp.dtype(dtype)
     assert_close(out, expected, dtype, what="output")
@@ -310,3 +312,24 @@ def test_forward_mode_raises(transform):
             jax.jvp(f, (x,), (x,))
         else:
             jax.jacfwd(f)(x)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_default_precision_within_the_backend_tolerance(dtype):
+    """precision=None is the backend's default (TF32 on NVIDIA GPUs, as for lax); the tolerance follows it."""
+    case = FIXED_CASES["2d-grouped-same"]
+    args, rng = make_inputs(case, dtype, seed=4)
+    kwargs = conv_kwargs(case)
+    cotangent = random_array(rng, lax_conv_reference(*args, **kwargs).shape, dtype)
+    with jax.default_matmul_precision("default"):
+        out, grads = value_and_grads(lambda *a: jaxconv.conv(*a, **kwargs), args, cotangent)
+    high = reference_dtype(dtype)
+    expected, expected_grads = value_and_grads(
+        lambda *a: lax_conv_reference(*a, **kwargs), [a.astype(high) for a in args], cotangent.astype(high)
+    )
+    tolerance = default_precision_tolerance(dtype)
+    for actual, reference in zip((out, *grads), (expected, *expected_grads)):
+        scale = float(np.max(np.abs(np.asarray(reference, np.float64))))
+        assert float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(reference, np.float64)))) <= (
+            tolerance * max(1.0, scale)
+        )

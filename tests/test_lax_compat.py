@@ -11,6 +11,7 @@ from _references import (
     FLOAT_DTYPES,
     assert_close,
     needs_x64,
+    on_cpu,
     primitive_names,
     random_array,
     reference_dtype,
@@ -31,6 +32,11 @@ def lax_reference(lhs, rhs, *args, **kwargs):
     return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
 
 
+def lax_on_cpu(lhs, rhs, *args, **kwargs):
+    """lax.conv_general_dilated on the CPU device: the exact reference for integer convolutions on any backend."""
+    return jax.jit(lambda a, b: lax.conv_general_dilated(a, b, *args, **kwargs))(*on_cpu(lhs, rhs))
+
+
 def _x64(dtype):
     return jax.enable_x64(True) if needs_x64(dtype) else contextlib.nullcontext()
 
@@ -47,10 +53,10 @@ def _check_values_and_grads(lhs, rhs, kwargs, dtype="float32", seed=0):
     cotangent = random_array(np.random.default_rng(seed), out_shape.shape, out_shape.dtype)
     out, grads = value_and_grads(ours, (lhs, rhs), cotangent)
     high = reference_dtype(dtype)
-    expected, expected_grads = value_and_grads(
+    expected, expected_grads = value_and_grads(  # on the CPU device: cuDNN cannot do 4+ spatial dims
         lambda lhs, rhs: lax_reference(lhs, rhs, **kwargs),
-        (lhs.astype(high), rhs.astype(high)),
-        cotangent.astype(reference_dtype(cotangent.dtype)),
+        on_cpu(lhs.astype(high), rhs.astype(high)),
+        *on_cpu(cotangent.astype(reference_dtype(cotangent.dtype))),
     )
     assert_close(out, expected, out.dtype, what="output")
     for name, grad, arg, expected_grad in zip(("lhs", "rhs"), grads, (lhs, rhs), expected_grads):
@@ -204,30 +210,81 @@ def test_dtypes(dtype):
         _check_values_and_grads(lhs, rhs, kwargs, dtype)
 
 
+# Integer GEMMs: XLA's dot where the backend has one, an exact multiply-reduce on GPUs (cuBLAS has none for
+# most integer types); both strategies run here, the GPU one forced, against lax on the CPU device.
+INTEGER_GEMMS = pytest.mark.parametrize("integer_gemm", ["dot", "multiply_reduce"])
+
+
+@pytest.fixture
+def force_integer_gemm(monkeypatch):
+    def force(strategy):
+        monkeypatch.setattr("jaxconv._lax_compat.integer_gemm_for", lambda platform: strategy)
+
+    return force
+
+
+@INTEGER_GEMMS
 @pytest.mark.parametrize(
-    "dtype, preferred",
-    [("int32", None), ("int8", "int32"), ("uint8", None), ("int16", "float32"), ("bool", None)],
+    "dtype, preferred, high",
+    [
+        ("int32", None, 5),
+        ("int8", "int32", 5),
+        ("int8", None, 100),  # products and sums wrap in int8, as lax's do
+        ("uint8", None, 200),
+        ("int16", "float32", 5),
+        ("int16", None, 30000),
+        ("uint16", "uint32", 5),
+        ("int64", None, 5),
+        ("bool", None, 2),
+        ("bool", "int32", 2),
+        ("bool", "float32", 2),
+    ],
 )
-def test_integer_inputs_forward_exact(dtype, preferred):
+def test_integer_inputs_forward_exact(force_integer_gemm, integer_gemm, dtype, preferred, high):
+    force_integer_gemm(integer_gemm)
     rng = np.random.default_rng(6)
-    lhs = jnp.asarray(rng.integers(-4, 5, (2, 3, 6, 5)), dtype)
-    rhs = jnp.asarray(rng.integers(-4, 5, (4, 3, 3, 2)), dtype)
-    kwargs = dict(
-        window_strides=(2, 1), padding=((1, 0), (2, 2)), lhs_dilation=(1, 2), preferred_element_type=preferred
-    )
-    out = jaxconv.conv_general_dilated(lhs, rhs, **kwargs)
-    expected = lax.conv_general_dilated(lhs, rhs, **kwargs)
+    low = 0 if dtype in ("uint8", "uint16", "bool") else -high
+    with jax.enable_x64(dtype == "int64"):
+        lhs = jnp.asarray(rng.integers(low, high, (2, 3, 6, 5)), dtype)
+        rhs = jnp.asarray(rng.integers(low, high, (4, 3, 3, 2)), dtype)
+        kwargs = dict(
+            window_strides=(2, 1), padding=((1, 0), (2, 2)), lhs_dilation=(1, 2), preferred_element_type=preferred
+        )
+        out = jaxconv.conv_general_dilated(lhs, rhs, **kwargs)
+        expected = lax_on_cpu(lhs, rhs, **kwargs)
     assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+
+
+@INTEGER_GEMMS
+@pytest.mark.parametrize("groups", [dict(feature_group_count=2), dict(batch_group_count=2)])
+def test_integer_grouped_nhwc(force_integer_gemm, integer_gemm, groups):
+    force_integer_gemm(integer_gemm)
+    rng = np.random.default_rng(8)
+    in_features = 2 if "feature_group_count" in groups else 4
+    lhs = jnp.asarray(rng.integers(-3, 4, (4, 5, 5, 4)), jnp.int32)
+    rhs = jnp.asarray(rng.integers(-3, 4, (3, 3, in_features, 6)), jnp.int32)
+    kwargs = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) | groups
+    out = jaxconv.conv_general_dilated(lhs, rhs, **kwargs)
+    expected = lax_on_cpu(lhs, rhs, **kwargs)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
 
 
 @pytest.mark.parametrize("preferred", ["int32", "float32"])
 def test_bool_inputs_with_preferred_element_type(preferred):
     lhs, rhs = jnp.ones((1, 2, 5), bool), jnp.ones((3, 2, 2), bool)
-    expected = lax.conv_general_dilated(lhs, rhs, (1,), "VALID", preferred_element_type=preferred)
+    expected = lax_on_cpu(lhs, rhs, (1,), "VALID", preferred_element_type=preferred)
     out = jaxconv.conv_general_dilated(lhs, rhs, (1,), "VALID", preferred_element_type=preferred)
     assert out.dtype == expected.dtype
     np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_integer_gemm_strategy_per_platform():
+    from jaxconv._conv import integer_gemm_for
+
+    assert [integer_gemm_for(p) for p in ("cpu", "tpu", "gpu", "cuda", "rocm")] == ["dot", "dot"] + [
+        "multiply_reduce"
+    ] * 3
 
 
 def test_preferred_element_type_bf16_to_float32():
@@ -519,3 +576,18 @@ def test_errors_where_lax_raises(case):
     assert "lower" not in str(info.value)
     with pytest.raises(error, match=match):
         jax.jit(lambda lhs, rhs: jaxconv.conv_general_dilated(lhs, rhs, *args[2:], **kwargs))(*args[:2])
+
+
+@pytest.mark.parametrize("as_spec", [True, False], ids=["PartitionSpec", "NamedSharding"])
+def test_out_sharding_is_honoured_as_lax_does(as_spec):
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Explicit,))
+    sharding = P("data") if as_spec else NamedSharding(mesh, P("data"))
+    lhs, rhs = jnp.ones((2, 3, 6, 6)), jnp.ones((4, 3, 3, 3))
+    with jax.set_mesh(mesh):
+        call = lambda conv: jax.jit(lambda a, b: conv(a, b, (1, 1), "SAME", out_sharding=sharding))(lhs, rhs)
+        ours, theirs = call(jaxconv.conv_general_dilated), call(lax.conv_general_dilated)
+    assert ours.sharding == theirs.sharding and ours.sharding.spec[0] == "data"
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
