@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import pytest
 from jax import lax
@@ -102,15 +103,19 @@ def test_compare_tolerance_follows_the_platform(monkeypatch):
     assert 1e-4 < on_cpu.max_rel_error < 2e-3
 
     monkeypatch.setattr(runners_module, "current_platform", lambda: "gpu")
-    [tf32] = compare(TINY, torch=False, timing=False, conv_fn=tf32_conv)
-    assert (tf32.platform, tf32.arithmetic, tf32.tolerance) == ("gpu", "tensorfloat32", 5e-3)
-    assert tf32.ok, "a correct conv in TF32 passes on a GPU"
-    for wrong in (flipped_conv, lambda x, w, b=None, **o: conv(x, w, b, **o) * 1.01):
-        [result] = compare(TINY, torch=False, timing=False, conv_fn=wrong)
-        assert not result.ok, "a wrong conv still fails at the GPU's tolerance"
+    with jax.default_matmul_precision(None):  # precision=None: JAX's own default (the suite sets "highest")
+        [tf32] = compare(TINY, torch=False, timing=False, conv_fn=tf32_conv)
+        assert (tf32.platform, tf32.arithmetic, tf32.tolerance) == ("gpu", "tensorfloat32", 5e-3)
+        assert tf32.ok, "a correct conv in TF32 passes on a GPU"
+        for wrong in (flipped_conv, lambda x, w, b=None, **o: conv(x, w, b, **o) * 1.01):
+            [result] = compare(TINY, torch=False, timing=False, conv_fn=wrong)
+            assert result.tolerance == 5e-3 and not result.ok, "a wrong conv still fails at the GPU's tolerance"
     [highest] = compare(TINY, torch=False, timing=False, conv_fn=tf32_conv, precision="highest")
     assert (highest.arithmetic, highest.tolerance, highest.precision) == ("float32", 1e-4, "highest")
     assert not highest.ok, "at HIGHEST a GPU computes in float32 and so must we"
+    with jax.default_matmul_precision("float32"):  # None follows JAX's config
+        [configured] = compare(TINY, torch=False, timing=False, conv_fn=tf32_conv)
+        assert (configured.arithmetic, configured.precision, configured.ok) == ("float32", None, False)
 
 
 def test_compare_precision_is_passed_to_both_convs():

@@ -39,7 +39,6 @@ def option_type(
         except (TypeError, ValueError) as error:
             raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
 
-    convert.__name__ = kind  # argparse names the type in some messages
     return convert
 
 

@@ -44,8 +44,11 @@ def precision_level(precision: Any = None) -> lax.Precision:
     None means ``jax.config.jax_default_matmul_precision`` (set by
     ``jax.default_matmul_precision``), itself DEFAULT when unset.
 
-    >>> precision_level("highest"), precision_level(None)
-    (Precision.HIGHEST, Precision.DEFAULT)
+    >>> precision_level("highest")
+    Precision.HIGHEST
+    >>> with jax.default_matmul_precision(None):  # unset: DEFAULT
+    ...     precision_level(None)
+    Precision.DEFAULT
     >>> with jax.default_matmul_precision("float32"):
     ...     precision_level(None)
     Precision.HIGHEST
@@ -71,10 +74,12 @@ def precision_level(precision: Any = None) -> lax.Precision:
 def arithmetic(dtype: Any, precision: Any = None, platform: str = "cpu") -> str:
     """The arithmetic a GEMM on ``dtype`` operands really uses, as a key of :data:`ARITHMETIC_TOLERANCES`.
 
-    >>> arithmetic("float32", None, "cpu"), arithmetic("float32", None, "gpu"), arithmetic("float32", "high", "tpu")
-    ('float32', 'tensorfloat32', 'bfloat16_3x')
-    >>> arithmetic("bfloat16", None, "gpu"), arithmetic("float32", "highest", "gpu")
-    ('bfloat16', 'float32')
+    >>> arithmetic("float32", "default", "cpu"), arithmetic("float32", "default", "gpu")
+    ('float32', 'tensorfloat32')
+    >>> arithmetic("float32", "high", "tpu"), arithmetic("float32", "highest", "gpu")
+    ('bfloat16_3x', 'float32')
+    >>> arithmetic("bfloat16", "default", "gpu")
+    'bfloat16'
     """
     name = as_dtype(dtype, "dtype").name
     if name not in TOLERANCES:
@@ -94,8 +99,8 @@ def tolerance(dtype: Any, precision: Any = None, platform: str | None = None) ->
 
     The relative error is against lax at ``precision=HIGHEST``; see :func:`arithmetic`.
 
-    >>> tolerance("float32", None, "cpu"), tolerance("float32", None, "gpu"), tolerance("float32", None, "tpu")
-    (0.0001, 0.005, 0.04)
+    >>> [tolerance("float32", "default", platform) for platform in ("cpu", "gpu", "tpu")]
+    [0.0001, 0.005, 0.04]
     """
     platform = jax.default_backend() if platform is None else platform
     return ARITHMETIC_TOLERANCES[arithmetic(dtype, precision, platform)]

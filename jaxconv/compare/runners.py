@@ -42,6 +42,7 @@ class Settings:
     timing: bool
     torch: Any
     torch_note: str | None
+    torch_tolerance: float
 
 
 def check_settings(
@@ -68,21 +69,20 @@ def check_settings(
     precision = None if precision is None else precision_level(precision)
     platform = current_platform()
     torch_module, torch_note = import_torch(torch)
+    given = None if tolerance is None else as_finite(tolerance, "tolerance", positive=True)
     return Settings(
         dtype=dtype,
         repeats=as_int(repeats, "repeats", minimum=1),
         min_time=as_finite(min_time, "min_time", minimum=0),
-        tolerance=(
-            tolerance_for(dtype, precision, platform)
-            if tolerance is None
-            else as_finite(tolerance, "tolerance", positive=True)
-        ),
+        tolerance=tolerance_for(dtype, precision, platform) if given is None else given,
         seed=as_int(seed, "seed", minimum=0),
         precision=precision,
         platform=platform,
         timing=timing,
         torch=torch_module,
         torch_note=torch_note,
+        # PyTorch runs at its own default precision (TF32 convs on Ampere+ GPUs), whatever ours is.
+        torch_tolerance=tolerance_for(dtype, None, platform) if given is None else given,
     )
 
 
@@ -217,6 +217,7 @@ def _compare_case(
         precision=None if settings.precision is None else settings.precision.name.lower(),
         platform=settings.platform,
         arithmetic=arithmetic(dtype, settings.precision, settings.platform),
+        torch_tolerance=settings.torch_tolerance,
     )
 
 
