@@ -114,7 +114,7 @@ check("phi == lax.conv_general_dilated_patches, as rows", phi, patches.reshape(K
 # Column $f$ of $O_f$ is output channel $f$, row-major over $(OH, OW)$: $O_f$ is the $(FN, OH, OW)$
 # output reshaped to $(FN, OH\cdot OW)$ and transposed. `jaxconv.forward_gemm` computes the same
 # product in the transposed layout the library keeps internally ($O_f^T = F_f^T \phi^T$, with a group
-# axis); `jaxconv.conv` is the whole layer.
+# axis), from $\phi^T$ as `jaxconv.im2col_t` builds it for the conv; `jaxconv.conv` is the whole layer.
 
 
 # %%
@@ -127,7 +127,9 @@ O = np.asarray(lax_conv(I, F))  # noqa: E741 (the note's name)
 O_f = phi @ F_f
 
 check("phi(I) @ F_f == lax conv output as (OH*OW, FN)", O_f, O.reshape(FN, M).T)
-check("jaxconv.forward_gemm(phi^T, F_f)^T == phi @ F_f", jaxconv.forward_gemm(phi.T, F_f[None])[0].T, O_f)
+phi_t = jaxconv.im2col_t(I[None], geometry)  # phi^T, (K, M): the layout the conv computes in
+check("jaxconv.im2col_t == phi^T", phi_t, phi.T, tol=0)
+check("jaxconv.forward_gemm(phi^T, F_f)^T == phi @ F_f", jaxconv.forward_gemm(phi_t, F_f[None])[0].T, O_f)
 check("jaxconv.conv == lax conv", jaxconv.conv(I[None], F)[0], O)
 
 # %% [markdown]
@@ -342,7 +344,8 @@ check("(I_FN kron phi)^T == I_FN kron phi^T", kron_1.T, np.kron(np.eye(FN), phi.
 # $\partial L/\partial\phi(I) = G\,F_f^T$. The reference is `jax.grad` of $\phi \mapsto L(\phi F_f)$.
 # Then, since $\mathrm{vec}(\phi) = S\,\mathrm{vec}(I)$,
 # $\partial L/\partial\,\mathrm{vec}(I) = S^T \mathrm{vec}(\partial L/\partial\phi)$, which is
-# `jaxconv.col2im`; the reference is `jax.grad` through `lax.conv_general_dilated` with respect to $I$.
+# `jaxconv.col2im` (in the conv, `jaxconv.col2im_t` of $(\partial L/\partial\phi)^T$); the reference is
+# `jax.grad` through `lax.conv_general_dilated` with respect to $I$.
 
 # %%
 dphi_reference = np.asarray(jax.grad(lambda cols: loss_of_output((cols @ F_f).T.reshape(O.shape)))(phi))
@@ -365,6 +368,7 @@ dI_reference = jax.grad(lambda image: loss_of_output(lax_conv(image, F)))(I)
 dI = jaxconv.col2im(dphi[None], (1, C, H, W), (FH, FW))[0]
 check("dL/dI = col2im(dL/dphi) == jax.grad(lax conv) wrt I", dI, dI_reference)
 check("col2im(dL/dphi) == S^T vec(dL/dphi)", dI.reshape(-1), S.T @ vec(dphi))
+check("jaxconv.col2im_t((dL/dphi)^T) == col2im(dL/dphi)", jaxconv.col2im_t(dphi.T, geometry, 1)[0], dI)
 
 # %% [markdown]
 # ## 8. Misprint in the note: `F.reshape(-1, FN)` scrambles the filters
@@ -447,14 +451,14 @@ check("jaxconv.conv's custom VJP: dL/db", db, db_ref)
 #
 # | note | checked here against | jaxconv |
 # |---|---|---|
-# | $\phi(I)$ | `lax.conv_general_dilated_patches`; `jacrev(im2col)` $= S$ | `im2col` |
+# | $\phi(I)$ | `lax.conv_general_dilated_patches`; `jacrev(im2col)` $= S$ | `im2col(_t)` |
 # | $F_f$ = `F.reshape(FN, -1).T` (not `F.reshape(-1, FN)`) | labelled filters | `flatten_filters` |
 # | $O_f = \phi(I) F_f$ | `lax.conv_general_dilated` | `forward_gemm`, `conv` |
 # | Eq. (1): $\mathrm{vec}(O_f) = (I_{FN}\otimes\phi(I))\,\mathrm{vec}(F_f)$ | `jacrev` wrt $F$ | |
 # | Eq. (2): $\mathrm{vec}(O_f) = (F_f^T\otimes I_{OH\cdot OW})\,\mathrm{vec}(\phi)$ | `jacrev` wrt $\phi$ and $I$ | |
 # | $\partial L/\partial F_f = \phi(I)^T\,\partial L/\partial O_f$ | `jax.grad` wrt $F$ | `filter_grad` |
 # | $\partial L/\partial \phi(I) = \partial L/\partial O_f\, F_f^T$ | `jax.grad` wrt $\phi$ | `cols_grad` |
-# | $\partial L/\partial I = $ col2im$(\partial L/\partial\phi)$ $= S^T \ldots$ | `jax.grad` wrt $I$ | `col2im` |
+# | $\partial L/\partial I = $ col2im$(\partial L/\partial\phi)$ $= S^T \ldots$ | `jax.grad` wrt $I$ | `col2im(_t)` |
 # | $(A\otimes B)^T = A^T \otimes B^T$ (the note prints "$(I \otimes B)^T$") | random rectangular $A$, $B$ | |
 #
 # Notebook 02 looks at $\phi$ and col2im for strides, padding and dilation.

@@ -50,7 +50,7 @@ col2im = jax.jit(
 # every entry of $\phi(\text{ids})$ is the id of the pixel it read, and 0 where a window reads padding.
 # Four $3\times 3$ configurations: stride 1; stride 2; padding 1; dilation 2. Each is checked against
 # `lax.conv_general_dilated_patches` (an independent im2col) and against `jaxconv.window_indices`, the
-# NumPy index table behind the gather.
+# NumPy table of the padded pixel each entry of $\phi$ reads.
 
 # %%
 H = W = 7
@@ -286,9 +286,9 @@ plt.show()
 # %% [markdown]
 # For real layers the blow-up is large in absolute terms, which is why `jaxconv.conv` never holds $\phi$
 # for a whole large batch at once: it processes the batch in chunks of images so that $\phi$ stays under
-# `max_cols_bytes` (8 MiB by default), and its backward pass rebuilds $\phi$ instead of keeping it
-# from the forward pass. The sizes below come from `jaxconv.conv_geometry` alone (nothing is allocated),
-# float32, batch 64.
+# `max_cols_bytes` (`jaxconv.default_max_cols_bytes()`: 8 MiB on a CPU), and its backward pass rebuilds
+# $\phi$ instead of keeping it from the forward pass. The sizes below come from `jaxconv.conv_geometry`
+# alone (nothing is allocated), float32, batch 64.
 
 # %%
 LAYERS = [  # name, (C, H, W), kernel, stride, padding

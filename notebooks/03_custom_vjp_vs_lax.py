@@ -121,21 +121,21 @@ assert counts_lax["conv_general_dilated"] == 3, counts_lax  # the forward and it
 # outer program calls the forward pass and then the backward pass, the two halves of the custom VJP,
 # each a nested `jit` printed above it. In them:
 #
-# * **im2col** is the `gather` (after a `pad`, empty here, for the convolution's padding): it reads the
-#   windows of the padded images into $\phi^T$, reshaped to $(K, M) = (12, 32)$. The backward pass
-#   builds $\phi$ again from the images instead of keeping it from the forward pass (for a real layer
-#   $\phi$ is many times larger than the input; see notebook 02);
+# * **im2col** (`jaxconv.im2col_t`) is the `gather` (after a `pad`, empty here, for the convolution's
+#   padding): it reads the windows of the padded images into $\phi^T$, reshaped to $(K, M) = (12, 32)$.
+#   The backward pass builds $\phi$ again from the images instead of keeping it from the forward pass
+#   (for a real layer $\phi$ is many times larger than the input; see notebook 02);
 # * **the filters** `w` are reshaped and transposed into $F_f$, $(K, FN) = (12, 4)$;
 # * **the GEMMs** are the `dot_general`s: the forward's $O_f^T = F_f^T \phi^T$ and, in the backward
 #   pass, $\partial L/\partial F_f = \phi^T\,\partial L/\partial O_f$, contracting over the $M = 32$
 #   rows, and $(\partial L/\partial\phi)^T = F_f\,(\partial L/\partial O_f)^T$, contracting over the
 #   $FN = 4$ filters. The library holds $\phi$ and $O_f$ transposed (the natural layout of an NCHW
 #   output); the leading axis of size 1 is the group axis of grouped convolutions;
-# * **col2im** is the rest of the backward pass: one `slice` per kernel offset picks that offset's
-#   rows of $(\partial L/\partial\phi)^T$, a `pad` puts them back where the offset's pixels sit in the
-#   image, and a `reduce_sum` over their `stack` sums the $FH\cdot FW = 4$ of them: a pixel read by
-#   several windows collects all their gradients. A last `pad` and `slice` would crop the convolution's
-#   padding (there is none here).
+# * **col2im** (`jaxconv.col2im_t`) is the rest of the backward pass: one `slice` per kernel offset
+#   picks that offset's rows of $(\partial L/\partial\phi)^T$, a `pad` puts them back where the
+#   offset's pixels sit in the image, and a `reduce_sum` over their `stack` sums the $FH\cdot FW = 4$
+#   of them: a pixel read by several windows collects all their gradients. A last `pad` and `slice`
+#   would crop the convolution's padding (there is none here).
 #
 # Finally $\partial L/\partial F_f$ is transposed and reshaped to the filters' shape $(FN, C, FH, FW)$.
 
