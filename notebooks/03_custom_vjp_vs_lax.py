@@ -119,7 +119,9 @@ assert counts_lax["conv_general_dilated"] == 3, counts_lax  # the forward and it
 #
 # Ours is longer, and has no convolution primitive at all. It is easiest read from the bottom: the
 # outer program calls the forward pass and then the backward pass, the two halves of the custom VJP,
-# each a nested `jit` printed above it. In them:
+# each a nested `jit`. Inside each, a `custom_jvp_call` around a `custom_vmap_call` does no arithmetic:
+# it gives `jax.vmap` a rule that keeps $\phi$ within its memory budget (the `custom_jvp` lets JAX
+# differentiate through the `custom_vmap`). The two bodies they call are printed at the top. In them:
 #
 # * **im2col** (`jaxconv.im2col_t`) is the `gather` (after a `pad`, empty here, for the convolution's
 #   padding): it reads the windows of the padded images into $\phi^T$, reshaped to $(K, M) = (12, 32)$.
@@ -144,10 +146,10 @@ jaxpr_ours = jax.make_jaxpr(grad_ours)(x, w)
 print(jaxpr_ours.pretty_print(use_color=False))
 
 # %% [markdown]
-# The same, counted. We walk the program, nested `jit`s included, and check: no convolution primitive;
-# two im2col gathers (forward, and backward rebuilding $\phi$); three `dot_general`s, whose operand and
-# output shapes are those of the note's three products; and at least $FH\cdot FW$ pads for col2im.
-# A shape is written without its size-1 group axis.
+# The same, counted. We walk the program, nested `jit`s and calls included, and check: no convolution
+# primitive; two im2col gathers (forward, and backward rebuilding $\phi$); three `dot_general`s, whose
+# operand and output shapes are those of the note's three products; and at least $FH\cdot FW$ pads for
+# col2im. A shape is written without its size-1 group axis.
 
 # %%
 counts_ours = primitive_counts(jaxpr_ours)
