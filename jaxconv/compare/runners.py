@@ -161,18 +161,21 @@ def _compare_case(
     options = dict(case.options, precision=settings.precision)
     highest = dict(case.options, precision=lax.Precision.HIGHEST)
     ref_args = [jnp.asarray(a, _reference_dtype(dtype)) for a in inputs]
-    references = _compiled(_outputs(lax_conv, highest, case.with_bias), ref_args)(*ref_args)
+    reference = _outputs(lax_conv, highest, case.with_bias)
     fns, outputs = {}, {}
-    for who, fn in (("jaxconv", conv_fn), ("lax", lax_conv)):
-        if settings.timing:
+    if settings.timing:
+        references = _compiled(reference, ref_args)(*ref_args)
+        for who, fn in (("jaxconv", conv_fn), ("lax", lax_conv)):
             # The errors come from the very executables that are timed.
             fns[f"{who}_forward"] = _compiled(lambda x, w, *b, fn=fn: fn(x, w, *b, **options), args[:-1])
             loss = _loss(fn, options, case.with_bias)
             fns[f"{who}_value_and_grad"] = _compiled(jax.value_and_grad(loss, argnums=argnums), args)
             _, grads = fns[f"{who}_value_and_grad"](*args)
             outputs[who] = (fns[f"{who}_forward"](*args[:-1]), *grads)
-        else:  # one executable per implementation: fewer compiles
-            outputs[who] = _compiled(_outputs(fn, options, case.with_bias), args)(*args)
+    else:  # errors only: ours, lax's and the reference in one executable, one compile per case
+        ours, theirs = (_outputs(fn, options, case.with_bias) for fn in (conv_fn, lax_conv))
+        everything = _compiled(lambda a, r: (ours(*a), theirs(*a), reference(*r)), (args, ref_args))
+        outputs["jaxconv"], outputs["lax"], references = everything(args, ref_args)
     errors = _errors(outputs["jaxconv"], references, names)
     errors_vs_lax = _errors(outputs["jaxconv"], outputs["lax"], names)
     del outputs
