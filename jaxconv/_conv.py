@@ -49,12 +49,11 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks
 from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
 from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import Col2imMethod, col2im_t, im2col_t
-from jaxconv._transforms import budget_under_vmap, match_varying_axes
 
 Backend = Literal["xla", "pallas"]
 IntegerGemm = Literal["dot", "multiply_reduce"]
@@ -238,32 +237,6 @@ def chunk_size(spec: ConvSpec, x_shape: tuple[int, ...], x_dtype: Any) -> int | 
     return batch_chunk(batch, per_image, spec.max_cols_bytes, multiple=math.gcd(batch, spec.devices))
 
 
-def over_batch_chunks(body, carry, arrays, chunk):
-    """``carry, y = body(carry, *chunk_of_arrays)`` over the batch axis, ``chunk`` images at a time.
-
-    One ``lax.scan``, so phi(I) exists for one chunk at a time. Chunk ``j``
-    holds images ``j, j + steps, j + 2 * steps, ...``: with the batch sharded
-    in contiguous blocks over D devices and ``chunk`` a multiple of D, every
-    chunk holds ``chunk / D`` images of each device's block, so no image moves
-    between devices. A batch that is not a multiple of ``chunk`` is padded with
-    zero images, whose outputs are dropped (and whose gradients are zero).
-    """
-    batch = arrays[0].shape[0]
-    if chunk is None or chunk >= batch:
-        return body(carry, *arrays)
-    steps = -(-batch // chunk)
-    pad = steps * chunk - batch
-
-    def strided(a):
-        if pad:
-            a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-        return a.reshape((chunk, steps) + a.shape[1:]).swapaxes(0, 1)
-
-    carry, ys = lax.scan(lambda c, xs: body(c, *xs), carry, [strided(a) for a in arrays])
-    ys = ys.swapaxes(0, 1).reshape((steps * chunk,) + ys.shape[2:])
-    return carry, ys[:batch] if pad else ys
-
-
 # --- forward and backward, XLA backend ----------------------------------------------
 
 
@@ -311,8 +284,8 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
     return dx, unflatten_filters(dw_flat, w.shape)
 
 
-def _under_vmap_budget(fn):
-    """``fn(spec, *arrays)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._transforms`)."""
+def _under_vmap_budget(fn, *, fold_batch: bool = False):
+    """``fn(spec, *arrays)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._batching`)."""
 
     @functools.wraps(fn)
     def wrapped(spec: ConvSpec, *arrays):
@@ -320,13 +293,14 @@ def _under_vmap_budget(fn):
             return fn(spec, *arrays)
         x = arrays[0]
         per_item = x.shape[0] * cols_bytes_per_image(spec.geometry, x.shape[1], np.dtype(x.dtype).itemsize)
-        return budget_under_vmap(functools.partial(fn, spec), per_item, spec.max_cols_bytes)(*arrays)
+        call = budget_under_vmap(functools.partial(fn, spec), per_item, spec.max_cols_bytes, fold_batch=fold_batch)
+        return call(*arrays)
 
     return wrapped
 
 
-forward = _under_vmap_budget(_forward)
-backward = _under_vmap_budget(_backward)
+forward = _under_vmap_budget(_forward, fold_batch=True)  # images in, images out: a vmapped axis is more images
+backward = _under_vmap_budget(_backward)  # dL/dW is each vmapped call's own: chunks of vmapped calls
 
 
 # --- the custom VJP --------------------------------------------------------------

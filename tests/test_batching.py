@@ -1,4 +1,4 @@
-"""Tests for jaxconv._transforms: the conv under vmap (its phi budget), shard_map and sharded jit.
+"""Tests for jaxconv._batching: the conv under vmap (its phi budget), shard_map and sharded jit.
 
 Multi-device behaviour runs in a subprocess on 4 CPU devices (``XLA_FLAGS`` must
 be set before jax is imported), which prints JSON that the tests read.

@@ -72,3 +72,25 @@ def test_mesh_size():
     mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
     with jax.set_mesh(mesh):
         assert mesh_size() == math.prod(mesh.shape.values()) == 1
+
+
+def test_default_budget_holds_a_large_layers_gradient_near_lax():
+    """Issue 12.9: x (256, 64, 64, 64), w (64, 64, 3, 3): 1,024 MiB of XLA temp against lax's 768 while each
+    chunk's output was stacked by the scan and then copied; the README promises at most 1.17x lax. Compiled
+    only, never run."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    import jaxconv
+
+    x = jax.ShapeDtypeStruct((256, 64, 64, 64), jnp.float32)
+    w = jax.ShapeDtypeStruct((64, 64, 3, 3), jnp.float32)
+
+    def temp_bytes(conv, loss):
+        grad = jax.jit(jax.grad(lambda x, w: loss(conv(x, w)), argnums=(0, 1)))
+        return grad.lower(x, w).compile().memory_analysis().temp_size_in_bytes
+
+    for loss in (jnp.sum, lambda out: jnp.sum(out**2)):
+        ours = temp_bytes(lambda x, w: jaxconv.conv2d(x, w, padding=1, max_cols_bytes=CPU_MAX_COLS_BYTES), loss)
+        theirs = temp_bytes(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1))), loss)
+        assert ours <= 1.17 * theirs, (ours / 2**20, theirs / 2**20)

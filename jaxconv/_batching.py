@@ -1,0 +1,131 @@
+"""How the conv walks a batch: in chunks under the phi(I) budget, under ``vmap``, and inside ``shard_map``.
+
+* :func:`over_batch_chunks` runs a computation a chunk of images at a time,
+  in one loop, so that phi(I) exists for one chunk at a time.
+* Inside ``shard_map`` (with its default ``check_vma=True``) a replicated
+  ``w`` meeting a sharded ``x`` makes a custom VJP's dL/dW vary over the mesh
+  axis while ``w`` does not. lax's own rules cast ``w`` to varying before the
+  conv, whose transpose sums dL/dW over the devices; :func:`match_varying_axes`
+  does the same for the custom VJP.
+* Under ``jax.vmap`` each call sees its own, often one-image, batch, so the
+  phi(I) budget would never chunk, and the batched computation would build phi
+  for every vmapped image at once. :func:`budget_under_vmap` gives the
+  computation a batching rule that maps over chunks of the vmapped axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_batching import custom_vmap
+
+from jaxconv._budget import batch_chunk
+
+
+def varying_axes(a: jax.Array) -> frozenset[str]:
+    """The ``shard_map`` mesh axes ``a`` varies over (empty outside ``shard_map``)."""
+    aval = jax.typeof(a)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def match_varying_axes(*arrays: jax.Array | None) -> list[jax.Array | None]:
+    """Casts each array (None passes through) to vary over every axis any of them varies over."""
+    present = [a for a in arrays if a is not None]
+    axes = frozenset().union(*map(varying_axes, present))
+    if not axes:
+        return list(arrays)
+    return [
+        a if a is None or varying_axes(a) == axes else lax.pcast(a, tuple(sorted(axes - varying_axes(a))), to="varying")
+        for a in arrays
+    ]
+
+
+def budget_under_vmap(
+    fn: Callable[..., Any], item_bytes: int, max_cols_bytes: int, *, fold_batch: bool = False
+) -> Callable[..., Any]:
+    """``fn(*arrays)``, which under ``jax.vmap`` works through the vmapped axis a chunk at a time.
+
+    ``item_bytes`` is the phi(I) one unbatched call builds; a chunk of
+    :func:`jaxconv._budget.batch_chunk` vmapped calls fits ``max_cols_bytes``,
+    and :func:`over_batch_chunks` runs them. With ``fold_batch`` (``fn`` maps
+    its first argument's batch axis to its output's, image by image), a vmap
+    over the first argument alone folds the vmapped axis into that batch
+    instead: one call, which chunks its batch itself.
+    The rule lives in a ``custom_vmap``, which reverse-mode autodiff cannot
+    linearise, so the whole is a ``custom_jvp`` whose rule differentiates
+    ``fn`` itself: ``grad``, ``grad`` of ``grad`` and ``jax.hessian`` see plain
+    JAX, while ``vmap`` (and ``vmap`` of ``grad``) sees the chunked map.
+    """
+
+    @custom_vmap
+    def batched(*arrays):
+        return fn(*arrays)
+
+    @batched.def_vmap
+    def _rule(axis_size, in_batched, *arrays):
+        if fold_batch and in_batched[0] and not any(in_batched[1:]):
+            x = arrays[0]
+            out = fn(x.reshape((-1,) + x.shape[2:]), *arrays[1:])
+            return out.reshape(x.shape[:2] + out.shape[1:]), True
+        in_axes = [0 if b else None for b in in_batched]
+
+        def body(carry, *mapped):
+            it = iter(mapped)
+            return carry, jax.vmap(fn, in_axes=in_axes)(*[next(it) if b else a for a, b in zip(arrays, in_batched)])
+
+        mapped = [a for a, b in zip(arrays, in_batched) if b]
+        _, out = over_batch_chunks(body, (), mapped, batch_chunk(axis_size, item_bytes, max_cols_bytes))
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def call(*arrays):
+        return batched(*arrays)
+
+    @call.defjvp
+    def _jvp(primals, tangents):
+        return batched(*primals), jax.jvp(fn, primals, tangents)[1]
+
+    return call
+
+
+def over_batch_chunks(body, carry, arrays, chunk):
+    """``carry, y = body(carry, *chunk_of_arrays)`` over the batch axis, ``chunk`` images at a time.
+
+    One loop, so phi(I) exists for one chunk at a time. The batch is viewed as
+    ``(chunk, steps)`` and step ``j`` takes column ``j``: images ``j, j +
+    steps, j + 2 * steps, ...``. With the batch sharded in contiguous blocks
+    over D devices and ``chunk`` a multiple of D, every chunk holds ``chunk /
+    D`` images of each device's block, so no image moves between devices. Each
+    step writes its ``y`` into its column of one preallocated ``(chunk, steps,
+    ...)`` buffer, which is the result's own memory, with no copy (stacked scan
+    outputs would need one, and a transpose to undo the striding another). A
+    batch that is not a multiple of ``chunk`` is padded with zero images, whose
+    outputs are dropped (and whose gradients are zero).
+    """
+    batch = arrays[0].shape[0]
+    if chunk is None or chunk >= batch:
+        return body(carry, *arrays)
+    steps = -(-batch // chunk)
+    pad = steps * chunk - batch
+    grids = [
+        (jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) if pad else a).reshape((chunk, steps) + a.shape[1:])
+        for a in arrays
+    ]
+    column = lambda i: [lax.dynamic_index_in_dim(g, i, axis=1, keepdims=False) for g in grids]
+
+    def buffer(y):  # varying over shard_map's axes like the inputs, as the loop's carry must
+        return match_varying_axes(jnp.zeros((chunk, steps) + y.shape[1:], y.dtype), *grids)[0]
+
+    def step(i, state):
+        carry, ys = state
+        carry, y = body(carry, *column(i))
+        return carry, jax.tree.map(lambda buf, v: lax.dynamic_update_index_in_dim(buf, v, i, axis=1), ys, y)
+
+    ys = jax.tree.map(buffer, jax.eval_shape(body, carry, *column(0))[1])
+    carry, ys = lax.fori_loop(0, steps, step, (carry, ys))
+    return carry, jax.tree.map(lambda y: y.reshape((chunk * steps,) + y.shape[2:])[:batch], ys)
