@@ -11,6 +11,7 @@ reference for tests, ``jaxconv compare`` and ``--conv lax`` in training.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Literal
 
 import jax
@@ -49,10 +50,10 @@ def conv_spec(
     w: jax.Array,
     b: jax.Array | None,
     *,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    groups: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: Any = 1,
     precision: Any = None,
     preferred_element_type: Any = None,
     col2im_method: Col2imMethod = "pad_add",
@@ -204,32 +205,22 @@ conv3d = _conv_of_rank(3)
 
 
 def lax_conv(
-    x: jax.typing.ArrayLike,
-    w: jax.typing.ArrayLike,
-    b: jax.typing.ArrayLike | None = None,
-    *,
-    stride: int | tuple[int, ...] = 1,
-    padding: Padding = 0,
-    dilation: int | tuple[int, ...] = 1,
-    groups: int = 1,
-    precision: lax.PrecisionLike = None,
-    preferred_element_type: Any = None,
-    col2im_method: Col2imMethod = "pad_add",
-    max_cols_bytes: int | Literal["auto"] | None = "auto",
-    backend: Backend = "xla",
+    x: jax.typing.ArrayLike, w: jax.typing.ArrayLike, b: jax.typing.ArrayLike | None = None, **options: Any
 ) -> jax.Array:
-    """The reference: :func:`conv`'s signature and checks, computed by ``lax.conv_general_dilated``.
+    """The reference: :func:`conv`'s keyword arguments and checks, computed by ``lax.conv_general_dilated``.
 
     Differentiated by JAX's own rules for lax's convolution. ``col2im_method``,
     ``max_cols_bytes`` and ``backend`` are checked like :func:`conv`'s and ignored.
+    An unknown keyword raises ``TypeError``, as it would for :func:`conv`.
 
     >>> x, w = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
     >>> bool(jnp.allclose(lax_conv(x, w, padding=1), conv(x, w, padding=1)))
     True
     """
-    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision)
-    options.update(preferred_element_type=preferred_element_type, col2im_method=col2im_method)
-    x, w, b, spec = _checked(x, w, b, options | dict(max_cols_bytes=max_cols_bytes, backend=backend))
+    unknown = sorted(set(options) - set(inspect.signature(conv).parameters) - {"x", "w", "b"})
+    if unknown:
+        raise TypeError(f"lax_conv() got unexpected keyword arguments {unknown}; it takes conv's")
+    x, w, b, spec = _checked(x, w, b, options)
     return _lax_apply(x, w, b, spec)
 
 

@@ -287,3 +287,9 @@ def test_non_arrays_are_refused_by_name(conv_fn, which, value, match):
 def test_bad_options_are_refused_by_name(kwargs, error, match):
     with pytest.raises(error, match=match):
         jaxconv.conv2d(jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3)), **kwargs)
+
+
+def test_lax_conv_takes_conv_keywords_only():
+    with pytest.raises(TypeError, match=r"lax_conv\(\) got unexpected keyword arguments \['strides'\]"):
+        jaxconv.lax_conv(X, W, strides=2)
+    assert jaxconv.lax_conv(X, W, stride=2, padding="SAME", backend="pallas").shape == (2, 6, 3, 3)
