@@ -14,7 +14,7 @@ from jaxconv.train import checkpoint
 
 
 def _tree():
-    params = ({"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.zeros(3)}, {}, {"w": jnp.ones((3, 1), jnp.float16)})
+    params = ({"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.zeros(3)}, {}, {"w": jnp.ones((3, 1), jnp.bfloat16)})
     return {"params": params, "opt_state": optax.adam(0.1).init(params), "key": jax.random.key(7)}
 
 
@@ -75,12 +75,38 @@ def test_a_template_of_another_model_is_refused_naming_the_leaf(tmp_path):
         checkpoint.load(path, other)
     other = _tree()
     other["params"][2]["w"] = jnp.ones((3, 1), jnp.float32)
-    with pytest.raises(ValueError, match=r"dtype float16, but the model and optimizer expect .* dtype float32"):
+    with pytest.raises(ValueError, match=r"dtype bfloat16, but the model and optimizer expect .* dtype float32"):
         checkpoint.load(path, other)
     with pytest.raises(ValueError, match="holds 11 arrays but the model and optimizer expect 3"):
         checkpoint.load(path, _tree()["params"])
     with pytest.raises(ValueError, match="is not a threefry2x32 PRNG key|is not a .* PRNG key"):
         checkpoint.load(path, {**_tree(), "key": jax.random.key(0, impl="rbg")})
+
+
+def test_an_array_that_needs_pickle_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, {"w": jnp.zeros(2)}, {})
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["leaf_00000"] = np.array([None, None], dtype=object)
+    np.savez(path, **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path} is not a jaxconv checkpoint or is damaged .*pickle"):
+        checkpoint.load(path, {"w": jnp.zeros(2)})
+
+
+def test_damage_is_a_checkpoint_error_naming_the_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, _tree(), {"step": 1})
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-100])
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path} is not a jaxconv checkpoint or is damaged"):
+        checkpoint.read_metadata(path)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(checkpoint.CheckpointError, match="holds a single array"):
+        checkpoint.load(single, _tree())
+    with pytest.raises(FileNotFoundError):
+        checkpoint.read_metadata(tmp_path / "absent.npz")
 
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):

@@ -78,14 +78,15 @@ def test_python_m_jaxconv_train_help():
         assert flag in completed.stdout
 
 
-def test_config_from_args_defaults_out_dir_and_overrides(tmp_path):
+def test_config_from_args_defaults_out_dir_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what the working directory holds (an earlier runs/digits) must not matter
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     config, resume = cli.config_from_args(parser.parse_args([]))
     assert not resume and config == TrainConfig(out_dir=os.path.join("runs", "digits"))
     config, _ = cli.config_from_args(parser.parse_args(["--data", "some/where/mine.npz", "--lr", "0.1"]))
     assert config.out_dir == os.path.join("runs", "mine") and config.learning_rate == 0.1
-    assert config.data == "some/where/mine.npz"
+    assert config.data == str(tmp_path / "some" / "where" / "mine.npz")  # absolute: resumable from anywhere
     config, _ = cli.config_from_args(parser.parse_args(["--channels", "3", "5", "--out", str(tmp_path)]))
     assert config.channels == (3, 5) and config.out_dir == str(tmp_path)
     with pytest.raises(ValueError, match="give --out only without --resume"):
@@ -163,6 +164,27 @@ MALFORMED_NPZ = [
     ("count", dict(y_train=np.arange(63) % 10), r"y_train has 63 labels but x_train has 64 images"),
     ("labels", dict(y_test=np.zeros(16)), r"y_test must hold integer class labels"),
     ("object", dict(x_test=np.array([None] * 16, dtype=object)), r"x_test .* without pickle"),
+    (
+        "uint8_and_float",
+        dict(x_test=np.random.default_rng(1).random((16, 8, 8), np.float32)),
+        r"x_train has dtype uint8 but x_test float32: uint8 images are scaled by 1/255 and others are not",
+    ),
+    (
+        "huge_label",
+        dict(y_train=np.where(np.arange(64) == 5, 2**32 + 1, np.arange(64) % 10)),
+        r"y_train has a label of 4294967297: .* a model of 4294967298 classes is refused \(at most 65536\)",
+    ),
+    (
+        "uint64_label",
+        dict(y_train=np.where(np.arange(64) == 5, 2**63 + 5, np.arange(64) % 10).astype(np.uint64)),
+        r"y_train has a label of 9223372036854775813",
+    ),
+    ("no_channels", dict(x_train=np.zeros((64, 0, 8, 8)), x_test=np.zeros((16, 0, 8, 8))), r"empty dimension"),
+    (
+        "tiny_images",
+        dict(x_train=np.zeros((64, 3, 3), np.uint8), x_test=np.zeros((16, 3, 3), np.uint8)),
+        r"images of 3x3 are too small for 2 conv stages \(channels 16 32\): each stage's 2x2 max pool halves",
+    ),
 ]
 
 
@@ -175,6 +197,36 @@ def test_cli_rejects_a_malformed_npz_naming_the_key(tmp_path, capsys, name, chan
     assert err.count("\n") == 1, err  # one line, no traceback
     assert re.search(message, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_more_pooling_stages_than_the_images_allow(tmp_path, capsys):
+    assert main(["train", "--channels", "4", "4", "4", "4", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "jaxconv train: error: images of 8x8 are too small for 4 conv stages (channels 4 4 4 4): each stage's "
+        "2x2 max pool halves H and W, so 4 stages need images of at least 16x16; use fewer stages or larger images\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_on_a_relative_data_path_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    absolute = str(write_npz(tmp_path / "data" / "mine.npz"))
+    out = str(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["train", "--data", "mine.npz", "--epochs", "1", *SMALL_ARGS, "--out", out, "--quiet"]) == 0
+    assert rundir.read_config(out).data == absolute
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--resume", out, "--epochs", "2", "--quiet"]) == 0
+    # The same file, however it is named, is the same data.
+    assert main(["train", "--resume", out, "--epochs", "3", "--data", absolute, "--quiet"]) == 0
+    assert main(["train", "--resume", out, "--epochs", "4", "--data", "../data/mine.npz", "--quiet"]) == 0
+    assert len(rundir.read_config(out).data) and load_checkpoint(out)[2]["epoch"] == 4
+    capsys.readouterr()
+    write_npz(tmp_path / "elsewhere" / "mine.npz")
+    assert main(["train", "--resume", out, "--epochs", "5", "--data", "mine.npz", "--quiet"]) == 2
+    assert "cannot resume with a different data" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_missing_npz(tmp_path, capsys):
@@ -239,14 +291,13 @@ def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch
         fit(small_config(epochs=1, batch_size=128, out_dir=str(out)), overwrite=True)
     assert (out / rundir.CHECKPOINT).read_bytes() == saved
 
-    # Overwriting removes the old run's files first: an overwriting run stopped early leaves none of them behind.
+    # An overwriting run stopped before its first checkpoint leaves the saved run as it was.
     interrupt_after(monkeypatch, -1)
     with pytest.raises(TrainingInterrupted):
         fit(small_config(epochs=1, seed=1, out_dir=str(out)), overwrite=True)
     monkeypatch.undo()
-    assert os.listdir(out) == []
+    assert (out / rundir.CHECKPOINT).read_bytes() == saved and stray_files(out) == []
 
-    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 0
     assert main([*args, "--seed", "1", "--overwrite"]) == 0
     assert "is replaced by a new one" in capsys.readouterr().out
     assert (out / rundir.CHECKPOINT).read_bytes() != saved

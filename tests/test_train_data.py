@@ -105,6 +105,23 @@ MALFORMED = [
         r"y_test has labels outside \[0, num_classes\) = \[0, 4\)",
     ),
     ("object", _replace(y_test=np.array([0, 1, 2, 3, "x", None], dtype=object)), r"y_test .* without pickle"),
+    ("no_channels", _replace(x_test=np.zeros((6, 0, 5, 5), np.uint8)), r"x_test images have an empty dimension"),
+    ("no_width", _replace(x_train=np.zeros((12, 5, 0), np.uint8)), r"x_train images have an empty dimension"),
+    (
+        "uint8_and_float",
+        _replace(x_test=np.zeros((6, 5, 5), np.float32)),
+        r"x_train has dtype uint8 but x_test float32: .* both splits must be uint8 or neither",
+    ),
+    (
+        "huge_label",
+        _replace(y_train=np.array([0, 1, 2, 3] * 2 + [2**32 + 1, 0, 1, 2])),
+        r"y_train has a label of 4294967297: labels are class indices 0..K-1, and a model of 4294967298 classes",
+    ),
+    (
+        "uint64_label",
+        _replace(y_test=np.array([0, 1, 2, 3, 2**63 + 5, 0], np.uint64)),
+        r"y_test has a label of 9223372036854775813",
+    ),
 ]
 
 
@@ -119,6 +136,13 @@ def test_malformed_npz_is_rejected_naming_the_key(tmp_path, name, changes, messa
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=message):
         data.load_npz(path)
+
+
+def test_float_images_of_two_float_dtypes_are_used_as_given(tmp_path):
+    arrays = _valid_arrays(np.random.default_rng(4), dtype=np.float64)
+    arrays["x_test"] = arrays["x_test"].astype(np.float32)
+    loaded = data.load_npz(_write(tmp_path / "floats.npz", **arrays))
+    assert loaded.x_train.dtype == loaded.x_test.dtype == np.float32
 
 
 def test_labels_at_or_above_a_given_num_classes_are_rejected(tmp_path):

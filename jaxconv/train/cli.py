@@ -9,7 +9,7 @@ import sys
 import time
 
 from jaxconv import nn
-from jaxconv.train import rundir
+from jaxconv.train import interrupts, rundir
 from jaxconv.train.config import OPTIMIZERS, TrainConfig
 from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
 
@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """``(config, resume)`` from parsed options: the defaults, or the resumed run's saved config, overridden."""
     given = {name: getattr(args, name) for name in _CLI_OPTIONS if getattr(args, name, None) is not None}
+    if "data" in given:  # stored absolute, so the run resumes from any working directory
+        given["data"] = os.path.abspath(given["data"])
     if args.resume is not None:
         if getattr(args, "overwrite", False):
             raise ValueError("--resume DIR continues the run in DIR and --overwrite replaces it: give one of them")
@@ -73,35 +75,72 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``jaxconv train``: :func:`fit` with a progress bar, then a summary; 130 after Ctrl-C, 2 on bad input."""
-    quiet = getattr(args, "quiet", False)
+    """``jaxconv train``: :func:`fit` with a progress bar, then a summary; 130 after Ctrl-C, 2 on bad input.
+
+    Ctrl-C is recorded from here on and honoured where stopping is safe (see
+    :mod:`jaxconv.train.interrupts`), never inside an XLA compilation.
+    """
     wall_start = time.perf_counter()
-    try:
-        config, resume = config_from_args(args)
-        overwrite = getattr(args, "overwrite", False)
-        if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)):
-            print(f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one")
-        progress = not quiet and sys.stderr.isatty()
-        result = fit(config, resume=resume, overwrite=overwrite, progress=progress, log=None if quiet else print)
-    except TrainingInterrupted as interrupt:
-        print(f"\ninterrupted in epoch {interrupt.epoch} after step {interrupt.step}.", file=sys.stderr)
-        if interrupt.checkpoint is not None:
-            out_dir = os.path.dirname(interrupt.checkpoint)
-            print(f"saved {interrupt.checkpoint}; continue with: jaxconv train --resume {out_dir}", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
-        return INTERRUPTED_STATUS
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as error:
-        print(f"jaxconv train: error: {error}", file=sys.stderr)
-        return ERROR_STATUS
-    _print_summary(result, time.perf_counter() - wall_start)
-    return 0
+    with interrupts.recording():
+        try:
+            config, resume = config_from_args(args)
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            return _error(error)
+        try:
+            result = _fit(args, config, resume)
+        except TrainingInterrupted as interrupt:
+            _print_interrupted(interrupt)
+            return INTERRUPTED_STATUS
+        except KeyboardInterrupt:
+            print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
+            return INTERRUPTED_STATUS
+        except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
+            return _error(error)
+        _print_summary(result, time.perf_counter() - wall_start)
+        return 0
+
+
+def _fit(args: argparse.Namespace, config: TrainConfig, resume: bool) -> TrainResult:
+    quiet = getattr(args, "quiet", False)
+    overwrite = getattr(args, "overwrite", False)
+    if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)):
+        print(
+            f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one "
+            "(it stays until the new run saves its first checkpoint)"
+        )
+    progress = not quiet and sys.stderr.isatty()
+    return fit(config, resume=resume, overwrite=overwrite, progress=progress, log=None if quiet else print)
+
+
+def _error(error: Exception) -> int:
+    print(f"jaxconv train: error: {error}", file=sys.stderr)
+    return ERROR_STATUS
+
+
+def _print_interrupted(interrupt: TrainingInterrupted) -> None:
+    where = f"in epoch {interrupt.epoch} after step {interrupt.step}"
+    if interrupt.checkpoint is None:
+        where = "before training started" if interrupt.step == 0 else where
+        print(f"\ninterrupted {where}; nothing saved.", file=sys.stderr)
+        return
+    print(f"\ninterrupted {where}.", file=sys.stderr)
+    out_dir = os.path.dirname(interrupt.checkpoint)
+    print(f"saved {interrupt.checkpoint}; continue with: jaxconv train --resume {out_dir}", file=sys.stderr)
 
 
 def _print_summary(result: TrainResult, wall_s: float) -> None:
     config, history = result.config, result.history
     last = history[-1]
+    if not result.trained_steps:
+        print(
+            f"nothing to train: {config.out_dir} holds {len(history)} epochs and --epochs is {config.epochs}; "
+            "no files written (give a larger --epochs to train further)"
+        )
+        print(
+            f"saved run: test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) "
+            f"after {last['epoch']} epochs, {last['step']} steps"
+        )
+        return
     print(
         f"test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) after {last['epoch']} epochs, "
         f"{last['step']} steps, conv={config.conv}"

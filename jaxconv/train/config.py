@@ -101,6 +101,13 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
 
+def _same(name: str, saved: TrainConfig, config: TrainConfig) -> bool:
+    a, b = getattr(saved, name), getattr(config, name)
+    if name == "data" and a is not None and b is not None:
+        return os.path.realpath(a) == os.path.realpath(b)  # one file, however the path was written
+    return a == b
+
+
 def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
     """Raises ValueError naming each option that differs between ``saved`` and ``config`` but may not.
 
@@ -112,7 +119,7 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
     changed = [
         f"{field.name} ({getattr(saved, field.name)!r} -> {getattr(config, field.name)!r})"
         for field in dataclasses.fields(TrainConfig)
-        if field.name not in RESUMABLE_CHANGES and getattr(saved, field.name) != getattr(config, field.name)
+        if field.name not in RESUMABLE_CHANGES and not _same(field.name, saved, config)
     ]
     if changed:
         raise ValueError(

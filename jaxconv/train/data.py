@@ -9,9 +9,10 @@ int32 labels in ``[0, num_classes)``.
   test by a seed, stratified by class.
 * :func:`load_npz`: an ``.npz`` with keys ``x_train, y_train, x_test, y_test``
   (the layout of the common ``mnist.npz``), images ``(N, H, W)`` or
-  ``(N, C, H, W)``, uint8 (scaled by 1/255) or float. Loaded with
-  ``allow_pickle=False``; every malformed input raises ``ValueError`` naming
-  the key.
+  ``(N, C, H, W)``, uint8 (scaled by 1/255) or float, both splits of one
+  dtype; labels ``0 .. K-1`` for at most :data:`MAX_CLASSES` classes. Loaded
+  with ``allow_pickle=False``; every malformed input raises ``ValueError``
+  naming the key.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import zipfile
 
 import numpy as np
 
+from jaxconv._validate import as_int
 from jaxconv.train.config import TrainConfig
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Labels are class indices 0..K-1 and the classifier has K outputs: a stray huge label must not size the model.
+MAX_CLASSES = 2**16
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,6 +119,8 @@ def _check_images(name: str, x: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name} must hold numbers (uint8 or float images), got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} has no images (shape {x.shape})")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"{name} images have an empty dimension (shape {x.shape}): channels, height and width >= 1")
     if x.ndim == 3:
         x = x[:, None, :, :]
     if x.dtype == np.uint8:
@@ -132,6 +138,13 @@ def _check_labels(name: str, y: np.ndarray, num_images: int, images_name: str) -
         raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if y.shape[0] != num_images:
         raise ValueError(f"{name} has {y.shape[0]} labels but {images_name} has {num_images} images")
+    if int(y.min()) < 0:
+        raise ValueError(f"{name} has labels outside [0, num_classes): found min {y.min()}, max {y.max()}")
+    if int(y.max()) >= MAX_CLASSES:
+        raise ValueError(
+            f"{name} has a label of {y.max()}: labels are class indices 0..K-1, and a model of {int(y.max()) + 1} "
+            f"classes is refused (at most {MAX_CLASSES})"
+        )
     return y
 
 
@@ -189,6 +202,12 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Data
 
     x_train = _check_images("x_train", arrays["x_train"])
     x_test = _check_images("x_test", arrays["x_test"])
+    dtypes = (arrays["x_train"].dtype, arrays["x_test"].dtype)
+    if (dtypes[0] == np.uint8) != (dtypes[1] == np.uint8):
+        raise ValueError(
+            f"x_train has dtype {dtypes[0]} but x_test {dtypes[1]}: uint8 images are scaled by 1/255 and others "
+            "are not, so both splits must be uint8 or neither"
+        )
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
             f"x_test images have shape {x_test.shape[1:]} but x_train images have shape {x_train.shape[1:]} "
@@ -197,11 +216,11 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Data
     y_train = _check_labels("y_train", arrays["y_train"], x_train.shape[0], "x_train")
     y_test = _check_labels("y_test", arrays["y_test"], x_test.shape[0], "x_test")
     if num_classes is None:
-        num_classes = max(int(y_train.max()), 0) + 1
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        num_classes = int(y_train.max()) + 1
+    else:
+        num_classes = as_int(num_classes, "num_classes", minimum=1)
     for name, y in (("y_train", y_train), ("y_test", y_test)):
-        if y.min() < 0 or y.max() >= num_classes:
+        if int(y.max()) >= num_classes:
             raise ValueError(
                 f"{name} has labels outside [0, num_classes) = [0, {num_classes}): found min {y.min()}, max {y.max()}"
             )

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxconv import nn
-from jaxconv.train import rundir, steps
+from jaxconv.train import interrupts, rundir, steps
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.data import Dataset, load_data
 from jaxconv.train.rundir import RunState
@@ -39,6 +39,7 @@ class TrainResult:
         test_loss, test_accuracy, train_time_s, steps, steps_per_s, eval_time_s``.
       compile_time_s: time of the first (compiling) call of the train and eval steps in this process.
       data: the data set, as trained on.
+      trained_steps: how many steps this call trained: 0 when a resumed run had trained ``config.epochs`` already.
     """
 
     config: TrainConfig
@@ -48,6 +49,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     compile_time_s: float
     data: Dataset
+    trained_steps: int = 0
 
     @property
     def test_accuracy(self) -> float:
@@ -76,6 +78,7 @@ class _Run(NamedTuple):
     steps_per_epoch: int
     x_train: jax.Array
     y_train: jax.Array
+    replacing: bool  # a new run in an earlier run's folder, whose files stay until the first checkpoint
 
 
 class _EpochInterrupted(KeyboardInterrupt):
@@ -109,9 +112,15 @@ def fit(
     Returns:
       A :class:`TrainResult`.
 
+    Ctrl-C (SIGINT, in the main thread) is recorded and honoured at the next
+    safe point: after the data is loaded, after compiling, after each step or
+    epoch; never inside a JAX call (see :mod:`jaxconv.train.interrupts`).
+
     Raises:
-      TrainingInterrupted: on Ctrl-C, after saving the current state (with an ``out_dir``).
-      ValueError: for data or checkpoints that do not fit the config.
+      TrainingInterrupted: on Ctrl-C once training started, after saving the current state (with an ``out_dir``).
+      KeyboardInterrupt: on Ctrl-C while the data is loaded and the model built; nothing is written.
+      ValueError: for data or checkpoints that do not fit the config (a
+        :class:`~jaxconv.train.checkpoint.CheckpointError` names a damaged file), or an unwritable ``out_dir``.
       FileExistsError: when ``config.out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
 
     >>> config = TrainConfig(epochs=1, batch_size=16, channels=(4,), max_train=64, max_test=32)
@@ -121,25 +130,41 @@ def fit(
     """
     log = log or (lambda line: None)
     _check_out_dir(config, resume=resume, overwrite=overwrite)
-    run, state = _prepare(config, load_data(config) if data is None else data, resume=resume)
-    if overwrite and not resume and config.out_dir is not None:
-        # Only now that the new run passed its checks: the old run's files go, none to outlive it beside the new.
-        rundir.remove_outputs(config.out_dir)
-    _log_setup(run, state, log, resume=resume)
+    with interrupts.recording():
+        data = load_data(config) if data is None else data
+        interrupts.raise_if_requested()
+        run, state = _prepare(config, data, resume=resume, replacing=overwrite and not resume)
+        interrupts.raise_if_requested()
+        _log_setup(run, state, log, resume=resume)
+        if len(state.history) >= config.epochs:
+            return _result(run, state, 0.0, trained_steps=0)
+        if config.out_dir is not None:
+            rundir.check_writable(config.out_dir)
+        return _train(run, state, progress, log, resume=resume)
+
+
+def _train(run: _Run, state: RunState, progress: bool, log: Callable[[str], None], *, resume: bool) -> TrainResult:
+    """Compiles, trains the remaining epochs and plots the curves; on Ctrl-C saves and raises TrainingInterrupted."""
     start_step = state.step
-    compile_time_s = 0.0
     try:
-        if len(state.history) < config.epochs:
-            compile_time_s = _compile(run, state)
+        compile_time_s = _compile(run, state)
+        interrupts.raise_if_requested()
         state = _train_epochs(run, state, progress, log)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, _EpochInterrupted):
             state = interrupt.state  # the steps of the interrupted epoch that completed
         saved = _save_interrupted(run, state) if state.step > start_step or resume else None
         raise TrainingInterrupted(len(state.history) + 1, state.step, saved) from None
-    if config.out_dir is not None and state.history:
-        rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
-    return TrainResult(config, run.model, state.params, state.opt_state, list(state.history), compile_time_s, run.data)
+    if run.config.out_dir is not None:
+        rundir.plot_curves(state.history, os.path.join(run.config.out_dir, rundir.CURVES), title=_title(run))
+    return _result(run, state, compile_time_s, trained_steps=state.step - start_step)
+
+
+def _result(run: _Run, state: RunState, compile_time_s: float, *, trained_steps: int) -> TrainResult:
+    history = list(state.history)
+    return TrainResult(
+        run.config, run.model, state.params, state.opt_state, history, compile_time_s, run.data, trained_steps
+    )
 
 
 def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> None:
@@ -156,12 +181,13 @@ def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Non
         )
 
 
-def _prepare(config: TrainConfig, data: Dataset, *, resume: bool) -> tuple[_Run, RunState]:
+def _prepare(config: TrainConfig, data: Dataset, *, resume: bool, replacing: bool) -> tuple[_Run, RunState]:
     """The run's fixed parts and its state at the start: step 0, or the checkpoint's when resuming."""
     num_train = len(data.x_train)
     if config.batch_size > num_train:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training examples")
     steps_per_epoch = num_train // config.batch_size
+    steps.check_image_size(data.image_shape, config.channels)
     model = steps.build_model(config, data.num_classes)
     params, opt_state, key = steps.init_state(config, model, data.image_shape)
     state = RunState(params, opt_state, key, 0, (), 0.0, 0, 0, 0.0)
@@ -169,7 +195,7 @@ def _prepare(config: TrainConfig, data: Dataset, *, resume: bool) -> tuple[_Run,
         state = rundir.restore(config, state, steps_per_epoch)
     optimizer = steps.OptimizerSpec(config.optimizer, config.learning_rate)
     x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    return _Run(config, data, model, optimizer, steps_per_epoch, x_train, y_train), state
+    return _Run(config, data, model, optimizer, steps_per_epoch, x_train, y_train, replacing), state
 
 
 def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume: bool) -> None:
@@ -224,7 +250,8 @@ def _train_epoch(run: _Run, state: RunState, progress: bool, log: Callable[[str]
         if bar is None:
             log(f"epoch {epoch + 1}/{config.epochs}: {_epoch_summary(state.history[-1])}")
         if config.out_dir is not None:
-            rundir.save(config, state, run.steps_per_epoch)
+            rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing)
+        interrupts.raise_if_requested()
     except _EpochInterrupted:
         raise
     except KeyboardInterrupt:
@@ -244,7 +271,7 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
                 state.params, state.opt_state, run.x_train, run.y_train, order[batch],
                 model=run.model, optimizer=run.optimizer,
             )  # fmt: skip
-            loss, correct = float(loss), int(correct)  # waits for the step
+            loss, correct = float(loss), int(correct)  # waits for the step: a Ctrl-C now finds it complete
             elapsed = time.perf_counter() - start
             state = state._replace(
                 params=params,
@@ -260,6 +287,7 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
                     f"loss {state.loss_sum / state.seen:.4f} acc {state.correct / state.seen:.2%}", False
                 )
                 bar.update()
+            interrupts.raise_if_requested()
     except KeyboardInterrupt:
         raise _EpochInterrupted(state) from None  # hand the last completed step to fit, which saves it
     return state
@@ -285,16 +313,13 @@ def _end_epoch(run: _Run, state: RunState) -> RunState:
 
 
 def _save_interrupted(run: _Run, state: RunState) -> str | None:
-    """After Ctrl-C: saves the state (a second Ctrl-C cannot stop it) and the curves so far; the checkpoint's path."""
+    """After Ctrl-C: saves the state and the curves so far (a further Ctrl-C is only recorded); returns the path."""
     config = run.config
     if config.out_dir is None:
         return None
-    saved = rundir.save(config, state, run.steps_per_epoch, defer_interrupts=False)
-    try:  # a second Ctrl-C may cut the plot short, but the checkpoint is saved: report it
-        if state.history:
-            rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
-    except KeyboardInterrupt:
-        pass
+    saved = rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing)
+    if state.history:
+        rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
     return saved
 
 

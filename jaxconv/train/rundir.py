@@ -11,19 +11,28 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
-import threading
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 
+from jaxconv._validate import as_finite, as_int
 from jaxconv.train import checkpoint
+from jaxconv.train.checkpoint import CheckpointError
 from jaxconv.train.config import TrainConfig, check_resumable
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.json"
 CURVES = "curves.png"
+HISTORY_KEYS = (
+    "epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+    "train_time_s", "steps", "steps_per_s", "eval_time_s",
+)  # fmt: skip
+
+
+class OutputDirError(ValueError):
+    """The output folder cannot be created or written."""
 
 
 class RunState(NamedTuple):
@@ -50,14 +59,37 @@ def read_config(out_dir: str | os.PathLike) -> TrainConfig:
     path = checkpoint_path(out_dir)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint to resume in {os.fspath(out_dir)} (expected {path})")
-    return TrainConfig.from_dict(checkpoint.read_metadata(path)["config"])
+    metadata = checkpoint.read_metadata(path)
+    if "config" not in metadata:
+        raise CheckpointError(f"{path} is damaged: its metadata has no config")
+    try:
+        return TrainConfig.from_dict(metadata["config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} is damaged: its saved config is not valid ({error})") from None
 
 
-def save(config: TrainConfig, state: RunState, steps_per_epoch: int, *, defer_interrupts: bool = True) -> str:
-    """Writes the checkpoint and metrics.json, holding back Ctrl-C until both are complete.
+def check_writable(out_dir: str | os.PathLike) -> None:
+    """Creates ``out_dir`` if needed and writes a nameless file in it, so an unusable folder fails before training.
 
-    With ``defer_interrupts=False`` (saving after a Ctrl-C) a further Ctrl-C during the write is
-    ignored rather than raised afterwards, so the caller can still report the saved checkpoint.
+    >>> check_writable(os.path.join(os.devnull, "run"))
+    Traceback (most recent call last):
+    jaxconv.train.rundir.OutputDirError: cannot write to the output folder /dev/null/run: Not a directory
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputDirError(f"cannot write to the output folder {os.fspath(out_dir)}: {reason}") from None
+
+
+def save(config: TrainConfig, state: RunState, steps_per_epoch: int, *, replacing: bool = False) -> str:
+    """Writes the checkpoint, then metrics.json; returns the checkpoint's path.
+
+    The checkpoint replaces an earlier one in one ``os.replace``, so the folder
+    holds a complete run at every moment. ``replacing`` (a new run over an old
+    one's files): the old run's ``curves.png`` goes too, once the new checkpoint is in place.
     """
     path = checkpoint_path(config.out_dir)
     metadata = {
@@ -73,34 +105,63 @@ def save(config: TrainConfig, state: RunState, steps_per_epoch: int, *, defer_in
             "train_time_s": state.train_time_s,
         },
     }
-    tree = {"params": state.params, "opt_state": state.opt_state, "key": state.key}
-    with interrupts_deferred(reraise=defer_interrupts):
-        checkpoint.save(path, tree, metadata)
-        write_metrics(config, state.history)
+    checkpoint.save(path, {"params": state.params, "opt_state": state.opt_state, "key": state.key}, metadata)
+    write_metrics(config, state.history)
+    if replacing:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(config.out_dir, CURVES))
     return path
 
 
 def restore(config: TrainConfig, template: RunState, steps_per_epoch: int) -> RunState:
-    """The state saved in ``config.out_dir``, in the structure of ``template``, if it continues ``config``."""
+    """The state saved in ``config.out_dir``, in the structure of ``template``, if it continues ``config``.
+
+    Raises:
+      CheckpointError: naming the file, if it is damaged or written by a run that ``config`` does not continue.
+    """
     path = checkpoint_path(config.out_dir)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint to resume in {config.out_dir} (expected {path})")
-    check_resumable(TrainConfig.from_dict(checkpoint.read_metadata(path)["config"]), config)
+    check_resumable(read_config(config.out_dir), config)
     tree = {"params": template.params, "opt_state": template.opt_state, "key": template.key}
     tree, metadata = checkpoint.load(path, tree)
-    if metadata["steps_per_epoch"] != steps_per_epoch:
-        raise ValueError(f"{path} has {metadata['steps_per_epoch']} steps per epoch, this run {steps_per_epoch}")
-    running = metadata["running"]
-    return RunState(
-        tree["params"],
-        tree["opt_state"],
-        tree["key"],
-        int(metadata["step"]),
-        tuple(metadata["history"]),
-        float(running["loss_sum"]),
-        int(running["correct"]),
-        int(running["seen"]),
-        float(running["train_time_s"]),
+    try:
+        progress = _progress(path, metadata, steps_per_epoch, config.batch_size)
+    except CheckpointError:
+        raise
+    except KeyError as error:
+        raise CheckpointError(f"{path} is damaged: its metadata has no {error}") from None
+    except (TypeError, ValueError) as error:  # a value of the wrong kind or range
+        raise CheckpointError(f"{path} is damaged: {error}") from None
+    return RunState(tree["params"], tree["opt_state"], tree["key"], *progress)
+
+
+def _progress(path: str, metadata: dict[str, Any], steps_per_epoch: int, batch_size: int) -> tuple[Any, ...]:
+    """``(step, history, loss_sum, correct, seen, train_time_s)`` from checkpoint metadata, each checked."""
+    saved_steps_per_epoch = as_int(metadata["steps_per_epoch"], "steps_per_epoch", minimum=1)
+    if saved_steps_per_epoch != steps_per_epoch:
+        raise CheckpointError(f"{path} has {saved_steps_per_epoch} steps per epoch, this run {steps_per_epoch}")
+    epoch, step = as_int(metadata["epoch"], "epoch", minimum=0), as_int(metadata["step"], "step", minimum=0)
+    history, running = metadata["history"], metadata["running"]
+    done = step - epoch * steps_per_epoch
+    if not 0 <= done <= steps_per_epoch:
+        raise CheckpointError(
+            f"{path} is damaged: step {step} is not a step of epoch {epoch + 1} at {steps_per_epoch} steps per epoch"
+        )
+    if not (isinstance(history, list) and len(history) == epoch and all(_is_entry(entry) for entry in history)):
+        raise CheckpointError(f"{path} is damaged: its history is not a list of {epoch} epoch records")
+    loss_sum = as_finite(running["loss_sum"], "the running loss_sum", minimum=0)
+    correct, seen = as_int(running["correct"], "the running correct"), as_int(running["seen"], "the running seen")
+    if seen != done * batch_size or not 0 <= correct <= seen:
+        raise CheckpointError(
+            f"{path} is damaged: epoch {epoch + 1}'s running totals ({correct} right of {seen}) do not fit "
+            f"{done} steps of {batch_size} examples"
+        )
+    train_time_s = as_finite(running["train_time_s"], "the running train_time_s", minimum=0)
+    return step, tuple(history), loss_sum, correct, seen, train_time_s
+
+
+def _is_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(key), (int, float)) and not isinstance(entry.get(key), bool) for key in HISTORY_KEYS
     )
 
 
@@ -108,13 +169,6 @@ def write_metrics(config: TrainConfig, history: Sequence[dict[str, Any]]) -> Non
     """``metrics.json``: the config and one entry per completed epoch, written atomically."""
     text = json.dumps({"config": dataclasses.asdict(config), "history": list(history)}, indent=2)
     checkpoint.atomic_write(os.path.join(config.out_dir, METRICS), lambda file: file.write(text.encode()))
-
-
-def remove_outputs(out_dir: str | os.PathLike) -> None:
-    """Removes a run's three files from ``out_dir`` (for ``--overwrite``), leaving anything else."""
-    for name in (CHECKPOINT, METRICS, CURVES):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(os.fspath(out_dir), name))
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> None:
@@ -137,22 +191,3 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, *, t
     if title:
         figure.suptitle(title)
     checkpoint.atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100))
-
-
-@contextlib.contextmanager
-def interrupts_deferred(*, reraise: bool = True) -> Iterator[None]:
-    """Holds back Ctrl-C while a checkpoint is written; raises it afterwards unless ``reraise`` is False.
-
-    Main thread only: elsewhere Python delivers no SIGINT.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and reraise:
-        raise KeyboardInterrupt

@@ -42,6 +42,23 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
+def check_image_size(image_shape: tuple[int, ...], channels: tuple[int, ...]) -> None:
+    """Refuses images that :func:`jaxconv.nn.cnn`'s pooling stages would shrink to nothing.
+
+    >>> check_image_size((1, 8, 8), (4, 4, 4))
+    >>> check_image_size((1, 8, 8), (4, 4, 4, 4))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: images of 8x8 are too small for 4 conv stages (channels 4 4 4 4): ... at least 16x16; ...
+    """
+    spatial, stages = image_shape[1:], len(channels)
+    if min(spatial) < 2**stages:
+        raise ValueError(
+            f"images of {'x'.join(map(str, spatial))} are too small for {stages} conv stages "
+            f"(channels {' '.join(map(str, channels))}): each stage's 2x2 max pool halves H and W, "
+            f"so {stages} stages need images of at least {2**stages}x{2**stages}; use fewer stages or larger images"
+        )
+
+
 def build_model(config: TrainConfig, num_classes: int) -> nn.Sequential:
     """The :func:`jaxconv.nn.cnn` of ``config``."""
     return nn.cnn(num_classes, channels=config.channels, backend=config.conv)
