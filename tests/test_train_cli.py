@@ -317,6 +317,20 @@ def test_the_default_output_directory_moves_on_past_earlier_runs(tmp_path, monke
     assert "wrote runs/digits-3/metrics.json" in capsys.readouterr().out
 
 
+def test_device_and_process_options_are_checked_before_training(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--devices", "64", *SMALL_ARGS, "--out", out]) == 2
+    assert capsys.readouterr().err.startswith("jaxconv train: error: devices is 64 but this process has ")
+    assert main(["train", "--devices", "0", *SMALL_ARGS, "--out", out]) == 2
+    assert capsys.readouterr().err == "jaxconv train: error: devices must be >= 1, got 0\n"
+    assert main(["train", "--num-processes", "2", "--out", out]) == 2
+    assert capsys.readouterr().err == (
+        "jaxconv train: error: a multi-process run needs all of --coordinator-address, --num-processes, "
+        "--process-id; missing --coordinator-address, --process-id\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_config_errors_through_the_cli(tmp_path, capsys):
     assert main(["train", "--epochs", "0", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == "jaxconv train: error: epochs must be >= 1, got 0\n"

@@ -8,8 +8,10 @@ import os
 import sys
 import time
 
+import jax
+
 from jaxconv import nn
-from jaxconv.train import interrupts, rundir
+from jaxconv.train import interrupts, parallel, rundir
 from jaxconv.train.config import OPTIMIZERS, TrainConfig
 from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
 
@@ -49,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="start a new run in --out DIR even if DIR holds an earlier run"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument(
+        "--devices", type=int, metavar="N", help="train data-parallel on N devices of each process (default: all)"
+    )
+    group = parser.add_argument_group("multi-process runs (one process per host, through jax.distributed.initialize)")
+    group.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address, the same for all")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1; 0 writes the files")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
@@ -83,8 +92,15 @@ def run(args: argparse.Namespace) -> int:
     wall_start = time.perf_counter()
     with interrupts.recording():
         try:
+            parallel.initialize_distributed(
+                getattr(args, "coordinator_address", None),
+                getattr(args, "num_processes", None),
+                getattr(args, "process_id", None),
+            )
+            if jax.process_count() > 1 and args.out is None and args.resume is None:
+                raise ValueError("a multi-process run needs --out DIR (or --resume DIR), the same in every process")
             config, resume = config_from_args(args)
-        except (ValueError, TypeError, FileNotFoundError) as error:
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
             return _error(error)
         try:
             result = _fit(args, config, resume)
@@ -96,20 +112,23 @@ def run(args: argparse.Namespace) -> int:
             return INTERRUPTED_STATUS
         except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
             return _error(error)
-        _print_summary(result, time.perf_counter() - wall_start)
+        if jax.process_index() == 0:
+            _print_summary(result, time.perf_counter() - wall_start)
         return 0
 
 
 def _fit(args: argparse.Namespace, config: TrainConfig, resume: bool) -> TrainResult:
-    quiet = getattr(args, "quiet", False)
+    quiet = getattr(args, "quiet", False) or jax.process_index() > 0  # process 0 speaks for all
     overwrite = getattr(args, "overwrite", False)
-    if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)):
+    if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)) and jax.process_index() == 0:
         print(
             f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one "
             "(it stays until the new run saves its first checkpoint)"
         )
     progress = not quiet and sys.stderr.isatty()
-    return fit(config, resume=resume, overwrite=overwrite, progress=progress, log=None if quiet else print)
+    log = None if quiet else print
+    devices = getattr(args, "devices", None)
+    return fit(config, resume=resume, overwrite=overwrite, progress=progress, log=log, devices=devices)
 
 
 def _error(error: Exception) -> int:

@@ -10,9 +10,10 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxconv import nn
-from jaxconv.train import interrupts, rundir, steps
+from jaxconv.train import interrupts, parallel, rundir, steps
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.data import Dataset, load_data
 from jaxconv.train.rundir import RunState
@@ -69,15 +70,16 @@ class TrainResult:
 
 
 class _Run(NamedTuple):
-    """What stays fixed while a run trains: its config, data (also on the device), model and optimizer."""
+    """What stays fixed while a run trains: its config, data (also on the devices), model, optimizer and mesh."""
 
     config: TrainConfig
     data: Dataset
     model: nn.Sequential
     optimizer: steps.OptimizerSpec
     steps_per_epoch: int
-    x_train: jax.Array
-    y_train: jax.Array
+    mesh: Mesh
+    placed: tuple[jax.Array, ...]  # x_train, y_train, x_test, y_test, replicated on the mesh
+    saves: bool  # this process writes the run's files (there is an out_dir, and it is process 0)
     replacing: bool  # a new run in an earlier run's folder, whose files stay until the first checkpoint
 
 
@@ -97,6 +99,7 @@ def fit(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     data: Dataset | None = None,
+    devices: int | None = None,
 ) -> TrainResult:
     """Trains :func:`jaxconv.nn.cnn` on the config's data; see :mod:`jaxconv.train`.
 
@@ -108,6 +111,8 @@ def fit(
       progress: show a tqdm progress bar per epoch.
       log: called with one line per epoch when there is no progress bar, and with the run's set-up.
       data: use this data set instead of loading the config's (for notebooks and tests).
+      devices: train data-parallel on this many devices of each process (None: all local devices); see
+        :mod:`jaxconv.train.parallel`. A multi-process run calls ``jax.distributed.initialize`` first.
 
     Returns:
       A :class:`TrainResult`.
@@ -132,13 +137,13 @@ def fit(
     _check_out_dir(config, resume=resume, overwrite=overwrite)
     with interrupts.recording():
         data = load_data(config) if data is None else data
-        interrupts.raise_if_requested()
-        run, state = _prepare(config, data, resume=resume, replacing=overwrite and not resume)
-        interrupts.raise_if_requested()
+        _check_interrupt(every_process=True)
+        run, state = _prepare(config, data, resume=resume, replacing=overwrite and not resume, devices=devices)
+        _check_interrupt(every_process=True)
         _log_setup(run, state, log, resume=resume)
         if len(state.history) >= config.epochs:
             return _result(run, state, 0.0, trained_steps=0)
-        if config.out_dir is not None:
+        if run.saves:
             rundir.check_writable(config.out_dir)
         return _train(run, state, progress, log, resume=resume)
 
@@ -148,16 +153,29 @@ def _train(run: _Run, state: RunState, progress: bool, log: Callable[[str], None
     start_step = state.step
     try:
         compile_time_s = _compile(run, state)
-        interrupts.raise_if_requested()
+        _check_interrupt(every_process=True)
         state = _train_epochs(run, state, progress, log)
     except KeyboardInterrupt as interrupt:
         if isinstance(interrupt, _EpochInterrupted):
             state = interrupt.state  # the steps of the interrupted epoch that completed
         saved = _save_interrupted(run, state) if state.step > start_step or resume else None
         raise TrainingInterrupted(len(state.history) + 1, state.step, saved) from None
-    if run.config.out_dir is not None:
+    if run.saves:
         rundir.plot_curves(state.history, os.path.join(run.config.out_dir, rundir.CURVES), title=_title(run))
     return _result(run, state, compile_time_s, trained_steps=state.step - start_step)
+
+
+def _check_interrupt(*, every_process: bool = False) -> None:
+    """Raises KeyboardInterrupt here if Ctrl-C was recorded.
+
+    Processes of a multi-process run stop together, at a point that all of
+    them reach (``every_process``): a lone process stopping mid-epoch would
+    leave the others waiting in the gradients' all-reduce.
+    """
+    if jax.process_count() == 1:
+        interrupts.raise_if_requested()
+    elif every_process and parallel.any_process(interrupts.requested()):
+        raise KeyboardInterrupt
 
 
 def _result(run: _Run, state: RunState, compile_time_s: float, *, trained_steps: int) -> TrainResult:
@@ -181,11 +199,19 @@ def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Non
         )
 
 
-def _prepare(config: TrainConfig, data: Dataset, *, resume: bool, replacing: bool) -> tuple[_Run, RunState]:
-    """The run's fixed parts and its state at the start: step 0, or the checkpoint's when resuming."""
+def _prepare(
+    config: TrainConfig, data: Dataset, *, resume: bool, replacing: bool, devices: int | None
+) -> tuple[_Run, RunState]:
+    """The run's fixed parts and its state at the start (step 0, or the checkpoint's), placed on the mesh."""
     num_train = len(data.x_train)
     if config.batch_size > num_train:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training examples")
+    mesh = parallel.make_mesh(devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(
+            f"batch_size {config.batch_size} does not divide among the {mesh.size} devices: each device takes an "
+            f"equal share of a batch, so use a multiple of {mesh.size} (or another --devices)"
+        )
     steps_per_epoch = num_train // config.batch_size
     steps.check_image_size(data.image_shape, config.channels)
     model = steps.build_model(config, data.num_classes)
@@ -193,9 +219,11 @@ def _prepare(config: TrainConfig, data: Dataset, *, resume: bool, replacing: boo
     state = RunState(params, opt_state, key, 0, (), 0.0, 0, 0, 0.0)
     if resume:
         state = rundir.restore(config, state, steps_per_epoch)
+    state = state._replace(**parallel.replicate({"params": state.params, "opt_state": state.opt_state}, mesh))
+    placed = tuple(parallel.replicate((data.x_train, data.y_train, data.x_test, data.y_test), mesh))
     optimizer = steps.OptimizerSpec(config.optimizer, config.learning_rate)
-    x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
-    return _Run(config, data, model, optimizer, steps_per_epoch, x_train, y_train, replacing), state
+    saves = config.out_dir is not None and jax.process_index() == 0
+    return _Run(config, data, model, optimizer, steps_per_epoch, mesh, placed, saves, replacing), state
 
 
 def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume: bool) -> None:
@@ -204,6 +232,7 @@ def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume
         f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images of shape {data.image_shape}, "
         f"{data.num_classes} classes"
     )
+    log(f"devices: {parallel.describe(run.mesh)}, {config.batch_size // run.mesh.size} examples each per step")
     num_params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
     log(
         f"model: cnn channels={list(config.channels)}, {num_params} params, conv={config.conv}; "
@@ -215,13 +244,15 @@ def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume
 def _compile(run: _Run, state: RunState) -> float:
     """Compiles the train and eval steps once, outside the timed epochs; returns the seconds it took."""
     start = time.perf_counter()
+    x_train, y_train, x_test, y_test = run.placed
+    indices = parallel.split_rows(np.zeros(run.config.batch_size, np.int32), run.mesh)
     warmup = steps.train_step(
-        state.params, state.opt_state, run.x_train, run.y_train, np.zeros(run.config.batch_size, np.int32),
-        model=run.model, optimizer=run.optimizer,
+        state.params, state.opt_state, x_train, y_train, indices, model=run.model, optimizer=run.optimizer,
+        mesh=run.mesh,
     )  # fmt: skip
     jax.block_until_ready(warmup)
-    steps.evaluate(state.params, run.model, run.data.x_test, run.data.y_test)
-    steps.batch_order(state.key, 0, len(run.x_train), run.config.batch_size)
+    steps.evaluate(state.params, run.model, x_test, y_test, mesh=run.mesh)
+    steps.batch_order(state.key, 0, len(x_train), run.config.batch_size)
     return time.perf_counter() - start
 
 
@@ -249,9 +280,9 @@ def _train_epoch(run: _Run, state: RunState, progress: bool, log: Callable[[str]
                 bar.close()
         if bar is None:
             log(f"epoch {epoch + 1}/{config.epochs}: {_epoch_summary(state.history[-1])}")
-        if config.out_dir is not None:
-            rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing)
-        interrupts.raise_if_requested()
+        if run.saves:
+            rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing, info=_info(run))
+        _check_interrupt(every_process=True)
     except _EpochInterrupted:
         raise
     except KeyboardInterrupt:
@@ -263,13 +294,15 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
     """The remaining train steps of epoch ``len(state.history)``: from a fresh start or a mid-epoch checkpoint."""
     config = run.config
     epoch = len(state.history)
+    x_train, y_train = run.placed[:2]
     try:
-        order = steps.batch_order(state.key, epoch, len(run.x_train), config.batch_size)
+        order = steps.batch_order(state.key, epoch, len(x_train), config.batch_size)
         for batch in range(state.step - epoch * run.steps_per_epoch, run.steps_per_epoch):
             start = time.perf_counter()
+            indices = parallel.split_rows(order[batch], run.mesh)
             params, opt_state, loss, correct = steps.train_step(
-                state.params, state.opt_state, run.x_train, run.y_train, order[batch],
-                model=run.model, optimizer=run.optimizer,
+                state.params, state.opt_state, x_train, y_train, indices, model=run.model, optimizer=run.optimizer,
+                mesh=run.mesh,
             )  # fmt: skip
             loss, correct = float(loss), int(correct)  # waits for the step: a Ctrl-C now finds it complete
             elapsed = time.perf_counter() - start
@@ -287,7 +320,7 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
                     f"loss {state.loss_sum / state.seen:.4f} acc {state.correct / state.seen:.2%}", False
                 )
                 bar.update()
-            interrupts.raise_if_requested()
+            _check_interrupt()
     except KeyboardInterrupt:
         raise _EpochInterrupted(state) from None  # hand the last completed step to fit, which saves it
     return state
@@ -296,7 +329,8 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
 def _end_epoch(run: _Run, state: RunState) -> RunState:
     """Evaluates on the test set and moves the epoch's metrics into the history."""
     start = time.perf_counter()
-    test_loss, test_accuracy = steps.evaluate(state.params, run.model, run.data.x_test, run.data.y_test)
+    x_test, y_test = run.placed[2:]
+    test_loss, test_accuracy = steps.evaluate(state.params, run.model, x_test, y_test, mesh=run.mesh)
     entry = {
         "epoch": len(state.history) + 1,
         "step": state.step,
@@ -315,12 +349,17 @@ def _end_epoch(run: _Run, state: RunState) -> RunState:
 def _save_interrupted(run: _Run, state: RunState) -> str | None:
     """After Ctrl-C: saves the state and the curves so far (a further Ctrl-C is only recorded); returns the path."""
     config = run.config
-    if config.out_dir is None:
+    if not run.saves:
         return None
-    saved = rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing)
+    saved = rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing, info=_info(run))
     if state.history:
         rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
     return saved
+
+
+def _info(run: _Run) -> dict[str, Any]:
+    """What metrics.json records beside the config: how the run was computed."""
+    return {"num_devices": run.mesh.size, "num_processes": jax.process_count()}
 
 
 def _epoch_summary(entry: dict[str, Any], *, timing: bool = True) -> str:

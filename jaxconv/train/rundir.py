@@ -84,8 +84,15 @@ def check_writable(out_dir: str | os.PathLike) -> None:
         raise OutputDirError(f"cannot write to the output folder {os.fspath(out_dir)}: {reason}") from None
 
 
-def save(config: TrainConfig, state: RunState, steps_per_epoch: int, *, replacing: bool = False) -> str:
-    """Writes the checkpoint, then metrics.json; returns the checkpoint's path.
+def save(
+    config: TrainConfig,
+    state: RunState,
+    steps_per_epoch: int,
+    *,
+    replacing: bool = False,
+    info: dict[str, Any] | None = None,
+) -> str:
+    """Writes the checkpoint, then metrics.json (with ``info`` beside the config); returns the checkpoint's path.
 
     The checkpoint replaces an earlier one in one ``os.replace``, so the folder
     holds a complete run at every moment. ``replacing`` (a new run over an old
@@ -106,7 +113,7 @@ def save(config: TrainConfig, state: RunState, steps_per_epoch: int, *, replacin
         },
     }
     checkpoint.save(path, {"params": state.params, "opt_state": state.opt_state, "key": state.key}, metadata)
-    write_metrics(config, state.history)
+    write_metrics(config, state.history, info)
     if replacing:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(config.out_dir, CURVES))
@@ -165,9 +172,10 @@ def _is_entry(entry: Any) -> bool:
     )
 
 
-def write_metrics(config: TrainConfig, history: Sequence[dict[str, Any]]) -> None:
-    """``metrics.json``: the config and one entry per completed epoch, written atomically."""
-    text = json.dumps({"config": dataclasses.asdict(config), "history": list(history)}, indent=2)
+def write_metrics(config: TrainConfig, history: Sequence[dict[str, Any]], info: dict[str, Any] | None = None) -> None:
+    """``metrics.json``: the config, ``info`` (such as the device count) and one entry per epoch, atomically."""
+    metrics = {"config": dataclasses.asdict(config), **(info or {}), "history": list(history)}
+    text = json.dumps(metrics, indent=2)
     checkpoint.atomic_write(os.path.join(config.out_dir, METRICS), lambda file: file.write(text.encode()))
 
 

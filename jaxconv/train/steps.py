@@ -1,7 +1,11 @@
 """The jitted pieces of a run: the model and optimizer of a config, one train step, evaluation, the data order.
 
 Static arguments of the jitted steps are hashable descriptions (the model's
-layers, an :class:`OptimizerSpec`), so equal configs share one compilation per process.
+layers, an :class:`OptimizerSpec`, the device mesh), so equal configs share
+one compilation per process. With a ``mesh`` the steps run data-parallel
+(:mod:`jaxconv.train.parallel`): the data set and the parameters sit whole on
+every device, the batch's example indices are split among them, so each
+device gathers and differentiates only its share of the batch.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxconv import nn
+from jaxconv.train import parallel
 from jaxconv.train.config import OPTIMIZERS, TrainConfig
 
 EVAL_BATCH_SIZE = 1000
@@ -91,7 +97,13 @@ def loss_and_logits(params: Any, model: nn.Sequential, x: jax.Array, y: jax.Arra
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer"))
+def _gather(x_all: jax.Array, y_all: jax.Array, indices: jax.Array, mesh: Mesh | None) -> tuple[jax.Array, ...]:
+    """The examples ``indices`` of the data set; with a mesh, each device's share where its indices are."""
+    x, y = x_all[indices], y_all[indices]
+    return (x, y) if mesh is None else jax.lax.with_sharding_constraint((x, y), parallel.split(mesh))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "mesh"))
 def train_step(
     params: Any,
     opt_state: Any,
@@ -101,26 +113,41 @@ def train_step(
     *,
     model: nn.Sequential,
     optimizer: OptimizerSpec,
+    mesh: Mesh | None = None,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One optax step on the examples ``batch_indices`` of ``(x_all, y_all)`` (device-resident data).
+
+    With a ``mesh``: ``params``, ``opt_state`` and the data replicated on it,
+    ``batch_indices`` split along ``"data"`` (:func:`jaxconv.train.parallel.split_rows`);
+    the gradients are summed across devices (an all-reduce) and the updated state stays replicated.
 
     Returns:
       ``(params, opt_state, loss, correct)``: the updated state, the batch's
       mean loss before the update and how many of its examples were classified right.
     """
-    x, y = x_all[batch_indices], y_all[batch_indices]
+    x, y = _gather(x_all, y_all, batch_indices, mesh)
     (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, model, x, y)
     # optax mixes Python floats with int32 step counts (Adam's bias correction), which strict promotion rejects.
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = make_optimizer(*optimizer).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
+    if mesh is not None:
+        params, opt_state = jax.lax.with_sharding_constraint((params, opt_state), parallel.replicated(mesh))
     return params, opt_state, loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(jax.jit, static_argnames=("model", "mesh"))
 def _eval_batch(
-    params: Any, x: jax.Array, y: jax.Array, mask: jax.Array, *, model: nn.Sequential
+    params: Any,
+    x_all: jax.Array,
+    y_all: jax.Array,
+    indices: jax.Array,
+    mask: jax.Array,
+    *,
+    model: nn.Sequential,
+    mesh: Mesh | None,
 ) -> tuple[jax.Array, jax.Array]:
+    x, y = _gather(x_all, y_all, indices, mesh)
     logits = model.apply(params, x)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = (jnp.argmax(logits, axis=-1) == y) & mask
@@ -128,9 +155,19 @@ def _eval_batch(
 
 
 def evaluate(
-    params: Any, model: nn.Sequential, x: np.ndarray, y: np.ndarray, *, batch_size: int = EVAL_BATCH_SIZE
+    params: Any,
+    model: nn.Sequential,
+    x: np.ndarray | jax.Array,
+    y: np.ndarray | jax.Array,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    mesh: Mesh | None = None,
 ) -> tuple[float, float]:
     """Mean loss and accuracy over ``(x, y)``, in fixed-size batches (the last one padded and masked).
+
+    With a ``mesh`` each batch is split among its devices (the batch size
+    rounded up to a multiple of their number); ``params`` and, ideally, ``x``
+    and ``y`` already replicated on it.
 
     >>> from jaxconv.train.data import synthetic
     >>> data = synthetic(num_test=5)
@@ -141,20 +178,27 @@ def evaluate(
     True
     """
     n = len(x)
-    batch_size = max(1, min(batch_size, n))
+    devices = 1 if mesh is None else mesh.size
+    batch_size = -(-max(1, min(batch_size, n)) // devices) * devices
+    if mesh is None:
+        x_all, y_all = jnp.asarray(x), jnp.asarray(y)
+    else:
+        x_all, y_all = (v if _replicated_on(v, mesh) else parallel.replicate(v, mesh) for v in (x, y))
     loss_sum, correct = 0.0, 0
     for start in range(0, n, batch_size):
-        x_batch, y_batch = x[start : start + batch_size], y[start : start + batch_size]
-        valid = len(x_batch)
-        pad = batch_size - valid
-        if pad:
-            x_batch = np.concatenate([x_batch, np.zeros((pad, *x_batch.shape[1:]), x_batch.dtype)])
-            y_batch = np.concatenate([y_batch, np.zeros(pad, y_batch.dtype)])
-        mask = np.arange(batch_size) < valid
-        batch_loss, batch_correct = _eval_batch(params, x_batch, y_batch, mask, model=model)
+        indices = np.arange(start, start + batch_size)
+        mask = indices < n
+        indices = np.where(mask, indices, 0).astype(np.int32)  # padding: example 0, masked out
+        if mesh is not None:
+            indices, mask = parallel.split_rows(indices, mesh), parallel.split_rows(mask, mesh)
+        batch_loss, batch_correct = _eval_batch(params, x_all, y_all, indices, mask, model=model, mesh=mesh)
         loss_sum += float(batch_loss)
         correct += int(batch_correct)
     return loss_sum / n, correct / n
+
+
+def _replicated_on(value: Any, mesh: Mesh) -> bool:
+    return isinstance(value, jax.Array) and value.sharding == parallel.replicated(mesh)
 
 
 def batch_order(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
