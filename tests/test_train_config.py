@@ -20,6 +20,7 @@ BAD_CONFIGS = [
     (dict(channels=(4, 0)), ValueError, "channels must be >= 1"),
     (dict(max_train=0), ValueError, "max_train must be >= 1"),
     (dict(test_fraction=1.0), ValueError, r"test_fraction must be in \(0, 1\)"),
+    (dict(dtype="float16"), ValueError, r"dtype must be one of \('float32', 'bfloat16'\)"),
 ]
 
 
@@ -37,7 +38,7 @@ def test_train_config_round_trips_through_json_and_refuses_unknown_fields():
         TrainConfig.from_dict({"epochs": 1, "momentum": 0.9})
 
 
-def test_a_resumed_run_may_change_only_epochs_and_conv():
-    check_resumable(TrainConfig(), TrainConfig(epochs=30, conv="lax", out_dir="elsewhere"))
+def test_a_resumed_run_may_change_only_epochs_conv_and_dtype():
+    check_resumable(TrainConfig(), TrainConfig(epochs=30, conv="lax", dtype="bfloat16", out_dir="elsewhere"))
     with pytest.raises(ValueError, match=r"cannot resume with a different batch_size \(32 -> 8\), seed \(0 -> 1\)"):
         check_resumable(TrainConfig(), TrainConfig(seed=1, batch_size=8))

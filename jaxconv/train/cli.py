@@ -12,7 +12,7 @@ import jax
 
 from jaxconv import nn
 from jaxconv.train import interrupts, parallel, rundir
-from jaxconv.train.config import OPTIMIZERS, TrainConfig
+from jaxconv.train.config import DTYPES, OPTIMIZERS, TrainConfig
 from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -34,6 +34,8 @@ _CLI_OPTIONS = {
     "test_fraction": (("--test-fraction",), dict(type=float, help="digits held out for testing (default: 0.2)")),
     "max_train": (("--max-train",), dict(type=int, metavar="N", help="use only the first N training examples")),
     "max_test": (("--max-test",), dict(type=int, metavar="N", help="use only the first N test examples")),
+    "dtype": (("--dtype",), dict(choices=DTYPES, help="compute dtype; bfloat16: mixed precision, float32 params "
+                                 "and optimizer state (default: float32)")),
 }  # fmt: skip
 
 
@@ -162,7 +164,7 @@ def _print_summary(result: TrainResult, wall_s: float) -> None:
         return
     print(
         f"test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) after {last['epoch']} epochs, "
-        f"{last['step']} steps, conv={config.conv}"
+        f"{last['step']} steps, conv={config.conv}, {config.dtype}"
     )
     print(
         f"time per epoch {result.time_per_epoch:.2f} s (train steps, mean of {len(history)}), "

@@ -11,9 +11,11 @@ from jaxconv import nn
 from jaxconv._validate import as_finite, as_int, check_choice
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
+DTYPES = ("float32", "bfloat16")
 
 # Options that may differ between a run and its resumption; anything else would not continue the same run.
-RESUMABLE_CHANGES = ("epochs", "conv", "out_dir")
+# conv and dtype change how the same model is computed (to rounding), not what is trained.
+RESUMABLE_CHANGES = ("epochs", "conv", "dtype", "out_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,8 @@ class TrainConfig:
       max_train: use only the first this many training examples (None: all).
       max_test: use only the first this many test examples (None: all).
       out_dir: where metrics, plot and checkpoint go; None writes nothing.
+      dtype: the compute dtype: ``"float32"``, or ``"bfloat16"`` for mixed precision (parameters and
+        optimizer state stay float32; the forward and backward passes run in bfloat16, the loss in float32).
 
     >>> config = TrainConfig(epochs=3, channels=[8])
     >>> TrainConfig.from_json(config.to_json()) == config
@@ -54,9 +58,11 @@ class TrainConfig:
     max_train: int | None = None
     max_test: int | None = None
     out_dir: str | None = None
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_choice(self.conv, nn.BACKENDS, "conv")
+        check_choice(self.dtype, DTYPES, "dtype")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         self._set("learning_rate", as_finite(self.learning_rate, "learning_rate", positive=True))
         self._set("epochs", as_int(self.epochs, "epochs", minimum=1))
@@ -114,7 +120,7 @@ def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
     >>> check_resumable(TrainConfig(), TrainConfig(epochs=30))
     >>> check_resumable(TrainConfig(), TrainConfig(seed=1))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: cannot resume with a different seed (0 -> 1): only epochs, conv may change; ...
+    ValueError: cannot resume with a different seed (0 -> 1): only epochs, conv, dtype may change; ...
     """
     changed = [
         f"{field.name} ({getattr(saved, field.name)!r} -> {getattr(config, field.name)!r})"

@@ -235,7 +235,7 @@ def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume
     log(f"devices: {parallel.describe(run.mesh)}, {config.batch_size // run.mesh.size} examples each per step")
     num_params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
     log(
-        f"model: cnn channels={list(config.channels)}, {num_params} params, conv={config.conv}; "
+        f"model: cnn channels={list(config.channels)}, {num_params} params, conv={config.conv}, {config.dtype}; "
         f"{config.optimizer} lr={config.learning_rate}, batch {config.batch_size}, {run.steps_per_epoch} steps/epoch"
         + (f"; resuming at epoch {len(state.history) + 1}, step {state.step}" if resume else "")
     )
@@ -248,10 +248,10 @@ def _compile(run: _Run, state: RunState) -> float:
     indices = parallel.split_rows(np.zeros(run.config.batch_size, np.int32), run.mesh)
     warmup = steps.train_step(
         state.params, state.opt_state, x_train, y_train, indices, model=run.model, optimizer=run.optimizer,
-        mesh=run.mesh,
+        mesh=run.mesh, dtype=run.config.dtype,
     )  # fmt: skip
     jax.block_until_ready(warmup)
-    steps.evaluate(state.params, run.model, x_test, y_test, mesh=run.mesh)
+    steps.evaluate(state.params, run.model, x_test, y_test, mesh=run.mesh, dtype=run.config.dtype)
     steps.batch_order(state.key, 0, len(x_train), run.config.batch_size)
     return time.perf_counter() - start
 
@@ -302,7 +302,7 @@ def _run_epoch(run: _Run, state: RunState, bar: Any) -> RunState:
             indices = parallel.split_rows(order[batch], run.mesh)
             params, opt_state, loss, correct = steps.train_step(
                 state.params, state.opt_state, x_train, y_train, indices, model=run.model, optimizer=run.optimizer,
-                mesh=run.mesh,
+                mesh=run.mesh, dtype=config.dtype,
             )  # fmt: skip
             loss, correct = float(loss), int(correct)  # waits for the step: a Ctrl-C now finds it complete
             elapsed = time.perf_counter() - start
@@ -330,7 +330,9 @@ def _end_epoch(run: _Run, state: RunState) -> RunState:
     """Evaluates on the test set and moves the epoch's metrics into the history."""
     start = time.perf_counter()
     x_test, y_test = run.placed[2:]
-    test_loss, test_accuracy = steps.evaluate(state.params, run.model, x_test, y_test, mesh=run.mesh)
+    test_loss, test_accuracy = steps.evaluate(
+        state.params, run.model, x_test, y_test, mesh=run.mesh, dtype=run.config.dtype
+    )
     entry = {
         "epoch": len(state.history) + 1,
         "step": state.step,
@@ -372,7 +374,7 @@ def _epoch_summary(entry: dict[str, Any], *, timing: bool = True) -> str:
 
 def _title(run: _Run) -> str:
     config = run.config
-    model = f"cnn {list(config.channels)}, conv={config.conv}"
+    model = f"cnn {list(config.channels)}, conv={config.conv}, {config.dtype}"
     return f"{run.data.name}: {model}, {config.optimizer} lr={config.learning_rate}"
 
 

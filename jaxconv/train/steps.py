@@ -84,16 +84,27 @@ def init_state(config: TrainConfig, model: nn.Sequential, image_shape: tuple[int
     return params, opt_state, data_key
 
 
-def loss_and_logits(params: Any, model: nn.Sequential, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy of ``model`` on a batch, and its logits.
+def loss_and_logits(
+    params: Any, model: nn.Sequential, x: jax.Array, y: jax.Array, dtype: str = "float32"
+) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy of ``model`` on a batch, and its float32 logits.
+
+    ``dtype`` is the compute dtype: the parameters and images are cast to it
+    here, inside the differentiated function, so that the gradients reach the
+    (float32) parameters cast back; the logits are cast to float32 before the softmax.
 
     >>> model = nn.cnn(channels=(4,))
     >>> params, _ = model.init(jax.random.key(0), (1, 8, 8))
-    >>> loss, logits = loss_and_logits(params, model, jnp.zeros((2, 1, 8, 8)), jnp.array([0, 1]))
-    >>> logits.shape
-    (2, 10)
+    >>> x, y = jnp.ones((2, 1, 8, 8)), jnp.array([0, 1])
+    >>> loss, logits = loss_and_logits(params, model, x, y, "bfloat16")
+    >>> logits.shape, logits.dtype
+    ((2, 10), dtype('float32'))
+    >>> grads = jax.grad(lambda params: loss_and_logits(params, model, x, y, "bfloat16")[0])(params)
+    >>> grads[0]["w"].dtype
+    dtype('float32')
     """
-    logits = model.apply(params, x)
+    params, x = jax.tree.map(lambda leaf: leaf.astype(dtype), (params, x))
+    logits = model.apply(params, x).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
@@ -103,7 +114,7 @@ def _gather(x_all: jax.Array, y_all: jax.Array, indices: jax.Array, mesh: Mesh |
     return (x, y) if mesh is None else jax.lax.with_sharding_constraint((x, y), parallel.split(mesh))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "mesh"))
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "mesh", "dtype"))
 def train_step(
     params: Any,
     opt_state: Any,
@@ -114,19 +125,21 @@ def train_step(
     model: nn.Sequential,
     optimizer: OptimizerSpec,
     mesh: Mesh | None = None,
+    dtype: str = "float32",
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One optax step on the examples ``batch_indices`` of ``(x_all, y_all)`` (device-resident data).
 
     With a ``mesh``: ``params``, ``opt_state`` and the data replicated on it,
     ``batch_indices`` split along ``"data"`` (:func:`jaxconv.train.parallel.split_rows`);
     the gradients are summed across devices (an all-reduce) and the updated state stays replicated.
+    ``dtype`` is the compute dtype of :func:`loss_and_logits`; the update is float32.
 
     Returns:
       ``(params, opt_state, loss, correct)``: the updated state, the batch's
       mean loss before the update and how many of its examples were classified right.
     """
     x, y = _gather(x_all, y_all, batch_indices, mesh)
-    (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, model, x, y)
+    (loss, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, model, x, y, dtype)
     # optax mixes Python floats with int32 step counts (Adam's bias correction), which strict promotion rejects.
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = make_optimizer(*optimizer).update(grads, opt_state, params)
@@ -136,7 +149,7 @@ def train_step(
     return params, opt_state, loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mesh"))
+@functools.partial(jax.jit, static_argnames=("model", "mesh", "dtype"))
 def _eval_batch(
     params: Any,
     x_all: jax.Array,
@@ -146,9 +159,10 @@ def _eval_batch(
     *,
     model: nn.Sequential,
     mesh: Mesh | None,
+    dtype: str,
 ) -> tuple[jax.Array, jax.Array]:
     x, y = _gather(x_all, y_all, indices, mesh)
-    logits = model.apply(params, x)
+    _, logits = loss_and_logits(params, model, x, y, dtype)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = (jnp.argmax(logits, axis=-1) == y) & mask
     return jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(correct)
@@ -162,12 +176,13 @@ def evaluate(
     *,
     batch_size: int = EVAL_BATCH_SIZE,
     mesh: Mesh | None = None,
+    dtype: str = "float32",
 ) -> tuple[float, float]:
     """Mean loss and accuracy over ``(x, y)``, in fixed-size batches (the last one padded and masked).
 
     With a ``mesh`` each batch is split among its devices (the batch size
     rounded up to a multiple of their number); ``params`` and, ideally, ``x``
-    and ``y`` already replicated on it.
+    and ``y`` already replicated on it. ``dtype``: the compute dtype, as in :func:`train_step`.
 
     >>> from jaxconv.train.data import synthetic
     >>> data = synthetic(num_test=5)
@@ -191,7 +206,9 @@ def evaluate(
         indices = np.where(mask, indices, 0).astype(np.int32)  # padding: example 0, masked out
         if mesh is not None:
             indices, mask = parallel.split_rows(indices, mesh), parallel.split_rows(mask, mesh)
-        batch_loss, batch_correct = _eval_batch(params, x_all, y_all, indices, mask, model=model, mesh=mesh)
+        batch_loss, batch_correct = _eval_batch(
+            params, x_all, y_all, indices, mask, model=model, mesh=mesh, dtype=dtype
+        )
         loss_sum += float(batch_loss)
         correct += int(batch_correct)
     return loss_sum / n, correct / n
