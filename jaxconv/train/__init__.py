@@ -12,6 +12,7 @@ The command is a thin layer over it (:mod:`jaxconv.train.cli`)::
     jaxconv train --conv lax                      # the same model with lax's conv
     jaxconv train --data mnist.npz --epochs 3     # your own images
     jaxconv train --resume runs/digits --epochs 20
+    jaxconv train --devices 4 --dtype bfloat16    # data-parallel, mixed precision
 
 A run is a jitted optax loop (:mod:`~jaxconv.train.loop`): ``train_step`` is
 ``value_and_grad`` of the mean softmax cross-entropy plus an optax update,
@@ -25,8 +26,13 @@ With an output directory (:mod:`~jaxconv.train.rundir`), each epoch writes
 ``metrics.json`` (the config and per-epoch history) and ``checkpoint.npz``
 (params, optimizer state, RNG key, step, history; see
 :mod:`~jaxconv.train.checkpoint`: no pickle, atomic), and the end of the run
-writes ``curves.png``. Ctrl-C saves the current state and raises
+writes ``curves.png``. Ctrl-C is recorded and honoured between steps
+(:mod:`~jaxconv.train.interrupts`); it saves the current state and raises
 :class:`TrainingInterrupted`, which the command turns into a message and exit status 130.
+
+Training is data-parallel over a 1-D device mesh, across processes too
+(:mod:`~jaxconv.train.parallel`), and computes in float32 or, with
+``TrainConfig(dtype="bfloat16")``, in bfloat16 with float32 state.
 """
 
 from jaxconv.train.cli import add_arguments as add_arguments
