@@ -22,6 +22,7 @@ from jaxconv.train import rundir
 CHILD = r"""
 import gc, os, signal, sys, threading
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a shell, even if this test's runner ignores it
 point, argv = sys.argv[1], sys.argv[2:]
 from jaxconv.cli import main
 
@@ -62,10 +63,7 @@ sys.exit(main(["train", *argv]))
 def _start(point, out, *args):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-c", CHILD, point, *SMALL_ARGS, "--out", str(out), *args]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a shell, not ignored
-    )  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent)
 
 
 def _sigint_after_line(process, prefix):
