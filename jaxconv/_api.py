@@ -18,11 +18,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxconv._budget import mesh_size, resolve_max_cols_bytes
-from jaxconv._conv import ConvSpec, add_bias, apply_conv
-from jaxconv._geometry import check_windows_fit, conv_geometry
+from jaxconv._budget import batch_devices, resolve_max_cols_bytes
+from jaxconv._conv import ConvSpec, add_bias, apply_conv, integer_gemm_for
+from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
-from jaxconv._validate import as_array, as_dtype, as_int, check_choice, check_preferred_element_type, dtype_name
+from jaxconv._validate import (
+    as_array,
+    as_dtype,
+    as_int,
+    as_precision,
+    check_choice,
+    check_preferred_element_type,
+    dtype_name,
+)
 
 Padding = int | str | tuple[int, ...] | tuple[tuple[int, int], ...]
 BACKENDS = ("xla", "pallas", "auto")
@@ -45,6 +53,41 @@ def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any, x_shap
     return "pallas"
 
 
+def make_spec(
+    geometry: ConvGeometry,
+    groups: int,
+    x: jax.Array,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    batch_axis: int = 0,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+    col2im_method: Any = "pad_add",
+    max_cols_bytes: Any = "auto",
+    backend: Any = "xla",
+) -> ConvSpec:
+    """The static :class:`ConvSpec` of both entry points, once each has checked its shapes.
+
+    ``x`` is the input as given (its dtype and sharding), ``x_shape`` and
+    ``w_shape`` the canonical ``(N, C, *s)`` / ``(FN, C/G, *k)`` shapes.
+    """
+    preferred = as_dtype(preferred_element_type, "preferred_element_type")
+    check_preferred_element_type(x.dtype, preferred)
+    check_choice(col2im_method, COL2IM_METHODS, "col2im_method")
+    return ConvSpec(
+        geometry=geometry,
+        groups=groups,
+        precision=as_precision(precision),
+        preferred_element_type=dtype_name(preferred, "preferred_element_type"),
+        col2im_method=col2im_method,
+        max_cols_bytes=resolve_max_cols_bytes(max_cols_bytes),
+        devices=batch_devices(x, batch_axis),
+        backend=resolve_backend(backend, geometry, groups, x.dtype, x_shape, w_shape),
+        integer_gemm=integer_gemm_for(jax.default_backend()),
+    )
+
+
 def conv_spec(
     x: jax.Array,
     w: jax.Array,
@@ -54,13 +97,13 @@ def conv_spec(
     padding: Any = 0,
     dilation: Any = 1,
     groups: Any = 1,
-    precision: Any = None,
-    preferred_element_type: Any = None,
-    col2im_method: Col2imMethod = "pad_add",
-    max_cols_bytes: Any = "auto",
-    backend: Any = "xla",
+    **options: Any,
 ) -> ConvSpec:
-    """Validates the friendly API's arguments and returns the static :class:`ConvSpec`."""
+    """Validates the friendly API's arguments and returns the static :class:`ConvSpec`.
+
+    ``options``: :func:`make_spec`'s keywords (precision, preferred_element_type,
+    col2im_method, max_cols_bytes, backend).
+    """
     if x.ndim not in (3, 4, 5):
         raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
     if w.ndim != x.ndim:
@@ -89,21 +132,9 @@ def conv_spec(
         )
     if b is not None and b.shape != (fn,):
         raise ValueError(f"b must have shape (FN,) = ({fn},) for w.shape={w.shape}, got {b.shape}")
-    preferred = as_dtype(preferred_element_type, "preferred_element_type")
-    check_preferred_element_type(x.dtype, preferred)
-    check_choice(col2im_method, COL2IM_METHODS, "col2im_method")
     geometry = conv_geometry(x.shape[2:], w.shape[2:], stride=stride, padding=padding, dilation=dilation)
     check_windows_fit(geometry)
-    return ConvSpec(
-        geometry,
-        groups,
-        precision,
-        dtype_name(preferred, "preferred_element_type"),
-        col2im_method,
-        resolve_max_cols_bytes(max_cols_bytes),
-        mesh_size(),
-        resolve_backend(backend, geometry, groups, x.dtype, x.shape, w.shape),
-    )
+    return make_spec(geometry, groups, x, x.shape, w.shape, **options)
 
 
 def _checked(
@@ -151,7 +182,8 @@ def conv(
         is processed in chunks of images (``lax.scan``) in the forward and the
         backward pass, with the same results up to float rounding (dL/dW adds
         the chunks' products in turn); None builds phi for the whole batch at
-        once. At least one image is processed at a time. ``"auto"`` is
+        once. At least one image is processed at a time (with the batch split
+        over D devices, a multiple of D images, each holding its share). ``"auto"`` is
         :func:`jaxconv.default_max_cols_bytes` of the default backend (8 MiB on
         CPU, a slice of device memory on GPU and TPU). Under ``jax.vmap`` the
         budget counts every vmapped call's phi.
@@ -171,9 +203,18 @@ def conv(
     >>> float(conv(x, w)[0, 0, 0, 0])
     27.0
     """
-    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision)
-    options.update(preferred_element_type=preferred_element_type, col2im_method=col2im_method)
-    x, w, b, spec = _checked(x, w, b, options | dict(max_cols_bytes=max_cols_bytes, backend=backend))
+    options = dict(
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        col2im_method=col2im_method,
+        max_cols_bytes=max_cols_bytes,
+        backend=backend,
+    )
+    x, w, b, spec = _checked(x, w, b, options)
     return apply_conv(x, w, b, spec)
 
 
@@ -199,6 +240,7 @@ def _conv_of_rank(spatial_dims: int):
     return conv_nd
 
 
+_CONV_KEYWORDS = frozenset(inspect.signature(conv).parameters) - {"x", "w", "b"}
 conv1d = _conv_of_rank(1)
 conv2d = _conv_of_rank(2)
 conv3d = _conv_of_rank(3)
@@ -217,7 +259,7 @@ def lax_conv(
     >>> bool(jnp.allclose(lax_conv(x, w, padding=1), conv(x, w, padding=1)))
     True
     """
-    unknown = sorted(set(options) - set(inspect.signature(conv).parameters) - {"x", "w", "b"})
+    unknown = sorted(set(options) - _CONV_KEYWORDS)
     if unknown:
         raise TypeError(f"lax_conv() got unexpected keyword arguments {unknown}; it takes conv's")
     x, w, b, spec = _checked(x, w, b, options)

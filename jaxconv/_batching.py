@@ -45,12 +45,38 @@ def match_varying_axes(*arrays: jax.Array | None) -> list[jax.Array | None]:
     ]
 
 
+def under_auto_axes(fn: Callable[..., jax.Array], x: jax.Array, *arrays: Any) -> jax.Array:
+    """``fn(x, *arrays)``, with any explicitly sharded mesh axes (``jax.make_mesh``'s default) made automatic.
+
+    Sharding in types asks every op to say how it shards, and im2col's reshapes
+    merge the batch axis with others, which it refuses. Inside
+    ``jax.sharding.auto_axes`` XLA partitions the conv as it does for
+    ``Auto`` meshes (strided chunks keep each device's images home); the
+    result comes back with x's batch sharding, as lax's conv gives it.
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    axes = (
+        ()
+        if mesh is None or mesh.empty
+        else tuple(name for name, kind in zip(mesh.axis_names, mesh.axis_types) if kind == explicit)
+    )
+    if not axes:
+        return fn(x, *arrays)
+    out_spec = jax.sharding.PartitionSpec(sharding.spec[0] if sharding.spec else None)
+    with jax.sharding.use_abstract_mesh(mesh):  # auto_axes reads the axes' types from the context mesh
+        return jax.sharding.auto_axes(fn, axes=axes, out_sharding=out_spec)(x, *arrays)
+
+
 def budget_under_vmap(
     fn: Callable[..., Any], item_bytes: int, max_cols_bytes: int, *, fold_batch: bool = False
 ) -> Callable[..., Any]:
     """``fn(*arrays)``, which under ``jax.vmap`` works through the vmapped axis a chunk at a time.
 
-    ``item_bytes`` is the phi(I) one unbatched call builds; a chunk of
+    ``item_bytes`` is the phi(I) one unbatched call builds from its first
+    argument (a vmap that leaves that argument unbatched shares one phi and is
+    not chunked); a chunk of
     :func:`jaxconv._budget.batch_chunk` vmapped calls fits ``max_cols_bytes``,
     and :func:`over_batch_chunks` runs them. With ``fold_batch`` (``fn`` maps
     its first argument's batch axis to its output's, image by image), a vmap
@@ -73,6 +99,9 @@ def budget_under_vmap(
             out = fn(x.reshape((-1,) + x.shape[2:]), *arrays[1:])
             return out.reshape(x.shape[:2] + out.shape[1:]), True
         in_axes = [0 if b else None for b in in_batched]
+        if not in_batched[0]:  # x, hence phi, is shared by every vmapped call: nothing to chunk
+            out = jax.vmap(fn, in_axes=in_axes)(*arrays)
+            return out, jax.tree.map(lambda _: True, out)
 
         def body(carry, *mapped):
             it = iter(mapped)
@@ -102,10 +131,10 @@ def over_batch_chunks(body, carry, arrays, chunk):
     over D devices and ``chunk`` a multiple of D, every chunk holds ``chunk /
     D`` images of each device's block, so no image moves between devices. Each
     step writes its ``y`` into its column of one preallocated ``(chunk, steps,
-    ...)`` buffer, which is the result's own memory, with no copy (stacked scan
-    outputs would need one, and a transpose to undo the striding another). A
-    batch that is not a multiple of ``chunk`` is padded with zero images, whose
-    outputs are dropped (and whose gradients are zero).
+    ...)`` buffer that reshapes to the result for free (stacked scan outputs
+    cost a copy, and a transpose to undo the striding another). A batch that is
+    not a multiple of ``chunk`` is padded with zero images, whose outputs are
+    sliced off (and whose gradients are zero).
     """
     batch = arrays[0].shape[0]
     if chunk is None or chunk >= batch:

@@ -8,6 +8,7 @@ arithmetic on static Python ints.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -28,6 +29,7 @@ ACCELERATOR_MAX_COLS_BYTES = 2**30
 PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
 
 
+@functools.cache
 def default_max_cols_bytes(platform: str | None = None) -> int:
     """The default ``max_cols_bytes`` of a conv running on ``platform`` (default: JAX's default backend).
 
@@ -113,6 +115,35 @@ def batch_chunk(batch: int, item_bytes: int, max_cols_bytes: int | None, *, mult
         return divisor
     chunks = -(-batch // largest)
     return -(-batch // chunks)
+
+
+def _axes_size(mesh: Any, entry: Any) -> int:
+    """Devices a PartitionSpec entry (None, an axis name, or a tuple of them) splits a dimension over."""
+    names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.prod(dict(mesh.shape)[name] for name in names)
+
+
+def batch_devices(x: jax.Array, batch_axis: int = 0) -> int:
+    """Devices ``x``'s batch axis is split over, where ``x`` says; else :func:`mesh_size`.
+
+    An explicitly sharded type (``jax.make_mesh``'s default axes) and a
+    concrete array say how the batch is split. A tracer over automatic axes
+    (a NamedSharding input under ``jit``) does not: the batch may then be
+    split over any of the mesh's devices, and chunks are sized for that.
+    """
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is not None and not mesh.empty and jax.sharding.AxisType.Explicit in mesh.axis_types:
+        spec = tuple(sharding.spec)
+        return _axes_size(mesh, spec[batch_axis] if batch_axis < len(spec) else None)
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        concrete = x.sharding
+        if isinstance(concrete, jax.sharding.NamedSharding):
+            spec = tuple(concrete.spec)
+            return _axes_size(concrete.mesh, spec[batch_axis] if batch_axis < len(spec) else None)
+        if len(concrete.device_set) == 1:
+            return 1
+    return mesh_size()
 
 
 def mesh_size() -> int:

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks
+from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks, under_auto_axes
 from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
 from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import Col2imMethod, col2im_t, im2col_t
@@ -225,16 +225,32 @@ def add_bias(out: jax.Array, b: jax.Array | None) -> jax.Array:
 # --- chunks of the batch ---------------------------------------------------------
 
 
-def chunk_size(spec: ConvSpec, x_shape: tuple[int, ...], x_dtype: Any) -> int | None:
-    """Images per chunk of this conv's phi(I) (None: the whole batch at once).
+def phi_bytes_per_image(spec: ConvSpec, channels: int, x_dtype: Any) -> int:
+    """Bytes of one image's phi(I), in the wider of x's dtype and the accumulation dtype.
 
-    phi is held in the accumulation dtype when that is wider (the backward casts it to dL/dO's dtype).
+    The backward casts phi to dL/dO's dtype, the accumulation dtype; one size serves both passes.
     """
-    batch, channels = x_shape[:2]
     preferred = spec.preferred_element_type
     itemsize = max(np.dtype(x_dtype).itemsize, 0 if preferred is None else np.dtype(preferred).itemsize)
-    per_image = cols_bytes_per_image(spec.geometry, channels, itemsize)
+    return cols_bytes_per_image(spec.geometry, channels, itemsize)
+
+
+def chunk_size(spec: ConvSpec, x_shape: tuple[int, ...], x_dtype: Any) -> int | None:
+    """Images per chunk of this conv's phi(I) (None: the whole batch at once)."""
+    batch, channels = x_shape[:2]
+    per_image = phi_bytes_per_image(spec, channels, x_dtype)
     return batch_chunk(batch, per_image, spec.max_cols_bytes, multiple=math.gcd(batch, spec.devices))
+
+
+def _w_first(precision: Any) -> Any:
+    """A ``(lhs, rhs)`` precision pair, given for (x, w) as lax takes it, for a GEMM whose left operand is w."""
+    return precision[::-1] if isinstance(precision, tuple) else precision
+
+
+def _accumulation_dtype(dtype: Any) -> np.dtype:
+    """Where dL/dW sums over the chunks: float32 for half-precision floats, whose sums would drift."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4 else dtype
 
 
 # --- forward and backward, XLA backend ----------------------------------------------
@@ -249,7 +265,7 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
             x, w, spec.geometry, spec.groups, preferred_element_type=spec.preferred_element_type
         )
     w_flat = flatten_filters(w, spec.groups)  # F_f
-    options = dict(precision=spec.precision, preferred_element_type=spec.preferred_element_type)
+    options = dict(precision=_w_first(spec.precision), preferred_element_type=spec.preferred_element_type)
 
     def chunk_forward(carry, x_chunk):
         phi_t = im2col_t(x_chunk, spec.geometry)  # phi(I)^T
@@ -267,20 +283,21 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
 
         dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups)
         return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
-    options = dict(precision=spec.precision, preferred_element_type=dout.dtype)
     w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
+    dw_dtype = _accumulation_dtype(dout.dtype)
 
     def chunk_backward(dw_flat, x_chunk, dout_chunk):
         phi_t = im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
         dout_t = from_output(dout_chunk, spec.geometry, spec.groups)  # dL/dO_f^T
-        dw_flat = dw_flat + filter_grad(phi_t, dout_t, **options)  # Eq. 1: phi(I)^T dL/dO_f
-        dphi_t = cols_grad(dout_t, w_flat, **options)  # Eq. 2: dL/dO_f F_f^T
+        # Eq. 1: phi(I)^T dL/dO_f, summed over the chunks in dw_dtype
+        dw_flat = dw_flat + filter_grad(phi_t, dout_t, precision=spec.precision, preferred_element_type=dw_dtype)
+        # Eq. 2: dL/dO_f F_f^T
+        dphi_t = cols_grad(dout_t, w_flat, precision=_w_first(spec.precision), preferred_element_type=dout.dtype)
         dx = col2im_t(dphi_t, spec.geometry, x_chunk.shape[0], spec.col2im_method)  # col2im(dL/dphi)
         return dw_flat, dx
 
-    dw_flat, dx = over_batch_chunks(
-        chunk_backward, jnp.zeros_like(w_flat), [x, dout], chunk_size(spec, x.shape, x.dtype)
-    )
+    dw_flat = jnp.zeros_like(w_flat, dtype=dw_dtype)
+    dw_flat, dx = over_batch_chunks(chunk_backward, dw_flat, [x, dout], chunk_size(spec, x.shape, x.dtype))
     return dx, unflatten_filters(dw_flat, w.shape)
 
 
@@ -292,7 +309,7 @@ def _under_vmap_budget(fn, *, fold_batch: bool = False):
         if spec.backend != "xla" or spec.max_cols_bytes is None:
             return fn(spec, *arrays)
         x = arrays[0]
-        per_item = x.shape[0] * cols_bytes_per_image(spec.geometry, x.shape[1], np.dtype(x.dtype).itemsize)
+        per_item = x.shape[0] * phi_bytes_per_image(spec, x.shape[1], x.dtype)
         call = budget_under_vmap(functools.partial(fn, spec), per_item, spec.max_cols_bytes, fold_batch=fold_batch)
         return call(*arrays)
 
@@ -337,8 +354,8 @@ conv_vjp.defvjp(_conv_fwd, _conv_bwd)
 def apply_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
     """Jitted entry point: the custom VJP for inexact dtypes, the plain forward for integers and bool."""
     if not jnp.issubdtype(x.dtype, jnp.inexact):
-        return conv_forward(x, w, b, spec)
+        return under_auto_axes(functools.partial(conv_forward, spec=spec), x, w, b)
     # Inside shard_map a replicated w meets a sharded x: the VJP must see them vary alike (its dL/dW is
     # then summed over the devices by the cast's own transpose, as for lax's conv).
     x, w, b = match_varying_axes(x, w, b)
-    return conv_vjp(x, w, b, spec)
+    return under_auto_axes(functools.partial(conv_vjp, spec=spec), x, w, b)

@@ -24,11 +24,22 @@ import jax
 import numpy as np
 from jax import lax
 
-from jaxconv._api import resolve_backend
-from jaxconv._budget import mesh_size, resolve_max_cols_bytes
-from jaxconv._conv import ConvSpec, apply_conv, integer_gemm_for
+from jaxconv._api import make_spec
+from jaxconv._conv import ConvSpec, apply_conv
 from jaxconv._geometry import conv_geometry
-from jaxconv._validate import as_array, as_dtype, as_int, check_preferred_element_type, dtype_name
+from jaxconv._validate import as_array, as_int, ntuple
+
+
+def _per_dim(value: Any, n: int, name: str, lhs_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """lax's per-spatial-dimension arguments: a sequence of ``n`` positive ints (None: ones, for dilations)."""
+    if value is None and name != "window_strides":
+        return (1,) * n
+    if value is None or isinstance(value, (int, np.integer, str)) or np.ndim(value) != 1:
+        raise TypeError(f"{name} must be a sequence of {n} ints for lhs.shape={lhs_shape}, got {value!r}")
+    values = tuple(value)
+    if len(values) != n:
+        raise ValueError(f"{name} must have {n} entries for lhs.shape={lhs_shape}, got {value!r}")
+    return ntuple(values, n, name)
 
 
 def conv_general_dilated(
@@ -86,10 +97,9 @@ def conv_general_dilated(
     # Checked on the canonical (N, C, *spatial) / (O, I, *kernel) shapes; the arrays move only once all pass.
     x_shape, w_shape = tuple(lhs.shape[i] for i in lhs_perm), tuple(rhs.shape[i] for i in rhs_perm)
     spatial_dims = len(x_shape) - 2
-    if isinstance(window_strides, int) or len(window_strides) != spatial_dims:
-        raise ValueError(
-            f"window_strides must have {spatial_dims} entries for lhs.shape={lhs.shape}, got {window_strides!r}"
-        )
+    strides = _per_dim(window_strides, spatial_dims, "window_strides", lhs.shape)
+    lhs_dilation = _per_dim(lhs_dilation, spatial_dims, "lhs_dilation", lhs.shape)
+    rhs_dilation = _per_dim(rhs_dilation, spatial_dims, "rhs_dilation", lhs.shape)
 
     feature_groups = as_int(feature_group_count, "feature_group_count", minimum=1)
     batch_groups = as_int(batch_group_count, "batch_group_count", minimum=1)
@@ -117,30 +127,25 @@ def conv_general_dilated(
         pads = padding
     else:
         try:
-            pads = tuple((as_int(lo, "padding"), as_int(hi, "padding")) for lo, hi in padding)
+            pads = tuple((lo, hi) for lo, hi in padding)
         except (TypeError, ValueError):
             raise ValueError(
                 f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}"
             ) from None
     geometry = conv_geometry(
-        x_shape[2:],
-        w_shape[2:],
-        stride=tuple(window_strides),
-        padding=pads,
-        dilation=1 if rhs_dilation is None else tuple(rhs_dilation),
-        lhs_dilation=1 if lhs_dilation is None else tuple(lhs_dilation),
+        x_shape[2:], w_shape[2:], stride=strides, padding=pads, dilation=rhs_dilation, lhs_dilation=lhs_dilation
     )
-    preferred = as_dtype(preferred_element_type, "preferred_element_type")
-    check_preferred_element_type(lhs.dtype, preferred)
-    spec = ConvSpec(
+    folded = (batch // batch_groups, channels * batch_groups) + x_shape[2:]  # what the conv sees
+    spec = make_spec(
         geometry,
         groups,
-        precision,
-        dtype_name(preferred, "preferred_element_type"),
-        max_cols_bytes=resolve_max_cols_bytes("auto"),
-        devices=mesh_size(),
-        backend=resolve_backend("auto", geometry, groups, lhs.dtype, x_shape, w_shape),
-        integer_gemm=integer_gemm_for(jax.default_backend()),
+        lhs,
+        folded,
+        w_shape,
+        batch_axis=lhs_perm[0],
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        backend="auto",
     )
     out = _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)
     return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)

@@ -191,6 +191,38 @@ def check_preferred_element_type(input_dtype: Any, preferred: Any) -> None:
         raise TypeError(f"preferred_element_type {preferred} must not be narrower than input dtype {input_dtype}")
 
 
+def as_precision(value: Any, name: str = "precision") -> Any:
+    """None, a ``lax.Precision``, an ``(lhs, rhs)`` pair of them, or a ``lax.DotAlgorithm(Preset)``.
+
+    Names are accepted (``"highest"``); the result is hashable (a list pair
+    becomes a tuple), so it can sit in a static argument.
+
+    >>> as_precision("highest")
+    Precision.HIGHEST
+    >>> as_precision(["default", "highest"])
+    (Precision.DEFAULT, Precision.HIGHEST)
+    >>> as_precision("bogus")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: precision must be None, a lax.Precision or its name ('default', ...), a (lhs, rhs) pair ...
+    """
+    from jax import lax
+
+    if value is None or isinstance(value, (lax.DotAlgorithm, lax.DotAlgorithmPreset)):
+        return value
+    try:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(lax.Precision(v) for v in value)
+        if isinstance(value, (str, lax.Precision)):
+            return lax.Precision(value)
+    except (ValueError, KeyError, TypeError):
+        pass
+    names = tuple(p.name.lower() for p in lax.Precision)
+    raise ValueError(
+        f"{name} must be None, a lax.Precision or its name {names}, a (lhs, rhs) pair of them, "
+        f"or a lax.DotAlgorithm(Preset); got {value!r}"
+    )
+
+
 def check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
     """Raises ValueError unless ``value`` is one of ``choices``.
 

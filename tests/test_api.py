@@ -181,7 +181,7 @@ def test_lax_drop_in_checks_before_any_array_work(caplog):
     """conv_general_dilated validates on shapes alone: a bad argument compiles nothing, not even a transpose."""
     lhs, rhs = jax.block_until_ready((jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))))
     with jax.log_compiles(True), caplog.at_level("WARNING"):
-        with pytest.raises(ValueError, match="stride must be >= 1"):
+        with pytest.raises(ValueError, match="window_strides must be >= 1"):
             jaxconv.conv_general_dilated(lhs, rhs, (0, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
 

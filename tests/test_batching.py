@@ -76,7 +76,7 @@ MULTI_DEVICE = textwrap.dedent(
     """
     import json, os, re, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    import jax, jax.numpy as jnp
+    import jax, jax.numpy as jnp, numpy as np
     from jax import lax
     from jax.sharding import NamedSharding, PartitionSpec as P
     sys.path.insert(0, os.getcwd())
@@ -110,6 +110,32 @@ MULTI_DEVICE = textwrap.dedent(
             dx_spec=list(dx.sharding.spec), loss=rel(v, v1), dx=rel(dx, dx1), dw=rel(dw, dw1),
             out=rel(jax.jit(conv)(xs, ws), conv(x, w)),
         )
+
+    # jax.make_mesh's default axes are Explicit: the sharding is part of the types.
+    emesh = jax.make_mesh((4,), ("data",))
+    xe, we = jax.device_put(x, NamedSharding(emesh, P("data"))), jax.device_put(w, NamedSharding(emesh, P()))
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    explicit = {
+        "explicit-chunked": (convs["chunked"], xe, we),
+        "explicit-general-nhwc": (
+            lambda x, w: jaxconv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=nhwc),
+            jax.device_put(x.transpose(0, 2, 3, 1), NamedSharding(emesh, P("data"))),
+            jax.device_put(w.transpose(2, 3, 1, 0), NamedSharding(emesh, P())),
+        ),
+    }
+    for name, (conv, xa, wa) in explicit.items():
+        f = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
+        hlo = f.lower(xa, wa).compile().as_text()
+        (v, (dx, dw)) = f(xa, wa)
+        plain = [jnp.asarray(np.asarray(a)) for a in (xa, wa)]  # unsharded copies, on one device
+        (v1, (dx1, dw1)) = jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))(*plain)
+        out = jax.jit(conv)(xa, wa)
+        results[name] = dict(
+            collectives=collectives(hlo), out_spec=list(out.sharding.spec), dx_spec=list(dx.sharding.spec),
+            dw_spec=list(dw.sharding.spec), dx=rel(dx, dx1), dw=rel(dw, dw1), out=rel(out, conv(*plain)),
+        )
+    from jaxconv._budget import batch_devices
+    results["batch_devices"] = [batch_devices(xe), batch_devices(xs), batch_devices(x)]
 
     # shard_map with its default check_vma=True: w replicated, x sharded, forward and grad.
     xm = jax.random.normal(jax.random.key(2), (16, 4, 8, 8))
@@ -166,3 +192,19 @@ def test_shard_map_with_replicated_w(multi_device, budget):
     result = multi_device[f"shard_map-{budget}"]
     assert max(result["errors"]) < 1e-5, result
     assert result["scan"] == (budget == "1"), result
+
+
+@pytest.mark.parametrize("name", ["explicit-chunked", "explicit-general-nhwc"])
+def test_explicit_mesh_axes(multi_device, name):
+    """jax.make_mesh's default (Explicit) axes: the conv runs, shards like lax's and moves no image."""
+    result = multi_device[name]
+    assert result["out_spec"][0] == "data" and result["dx_spec"][0] == "data", result
+    assert all(entry is None for entry in result["dw_spec"]), result
+    assert result["collectives"]["all-gather"] == 0 and result["collectives"]["all-to-all"] == 0, result
+    for what in ("out", "dx", "dw"):
+        assert result[what] < 1e-5, (what, result)
+
+
+def test_batch_devices_reads_the_sharding(multi_device):
+    # an Explicit-typed batch split 4 ways, a concrete NamedSharding split 4 ways, a single-device array
+    assert multi_device["batch_devices"] == [4, 4, 1]

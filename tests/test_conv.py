@@ -333,3 +333,21 @@ def test_default_precision_within_the_backend_tolerance(dtype):
         assert float(np.max(np.abs(np.asarray(actual, np.float64) - np.asarray(reference, np.float64)))) <= (
             tolerance * max(1.0, scale)
         )
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_filter_gradient_does_not_drift_with_chunks(dtype):
+    """dL/dW sums over the chunks in float32: one image per chunk is as accurate as the whole batch at once."""
+    rng = np.random.default_rng(11)
+    x, w = random_array(rng, (64, 8, 8, 8), dtype), random_array(rng, (8, 8, 3, 3), dtype)
+    cotangent = random_array(rng, (64, 8, 8, 8), dtype)
+    x32, cotangent32 = x.astype(jnp.float32), cotangent.astype(jnp.float32)
+    reference = jax.grad(lambda w: jnp.sum(lax_conv_reference(x32, w, padding=1) * cotangent32))(w.astype(jnp.float32))
+
+    def error(max_cols_bytes):
+        loss = lambda w: jnp.sum(jaxconv.conv2d(x, w, padding=1, max_cols_bytes=max_cols_bytes) * cotangent)
+        dw = jax.grad(loss)(w).astype(jnp.float32)
+        return float(jnp.max(jnp.abs(dw - reference)) / jnp.max(jnp.abs(reference)))
+
+    whole, one_image_chunks = error(None), error(1)
+    assert one_image_chunks <= 1.5 * whole + 1e-3, (one_image_chunks, whole)

@@ -218,7 +218,7 @@ INTEGER_GEMMS = pytest.mark.parametrize("integer_gemm", ["dot", "multiply_reduce
 @pytest.fixture
 def force_integer_gemm(monkeypatch):
     def force(strategy):
-        monkeypatch.setattr("jaxconv._lax_compat.integer_gemm_for", lambda platform: strategy)
+        monkeypatch.setattr("jaxconv._api.integer_gemm_for", lambda platform: strategy)
 
     return force
 
@@ -323,7 +323,7 @@ def test_precision(precision):
     lhs, rhs = random_array(rng, (2, 3, 5, 5)), random_array(rng, (4, 3, 2, 2))
     out = jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision=precision)
     assert_close(out, lax_reference(lhs, rhs, (1, 1), "VALID"))
-    with pytest.raises(ValueError, match="Precision argument must be one of"):
+    with pytest.raises(ValueError, match="precision must be None, a lax.Precision or its name"):
         jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision="best")
 
 
@@ -528,7 +528,7 @@ ERROR_CASES = {
         (_lhs(), jnp.ones((6, 4, 3, 3)), (0, 1), "VALID"),
         {},
         ValueError,
-        "stride must be >= 1",
+        r"window_strides must be >= 1 in every dimension, got \(0, 1\)",
     ),
     "strides-length": (
         (_lhs(), jnp.ones((6, 4, 3, 3)), (1,), "VALID"),
@@ -591,3 +591,31 @@ def test_out_sharding_is_honoured_as_lax_does(as_spec):
         ours, theirs = call(jaxconv.conv_general_dilated), call(lax.conv_general_dilated)
     assert ours.sharding == theirs.sharding and ours.sharding.spec[0] == "data"
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(window_strides=None), TypeError, "window_strides must be a sequence of 2 ints"),
+        (dict(window_strides=2), TypeError, "window_strides must be a sequence of 2 ints"),
+        (dict(lhs_dilation=2), TypeError, "lhs_dilation must be a sequence of 2 ints"),
+        (dict(rhs_dilation=(1, 0)), ValueError, r"rhs_dilation must be >= 1 in every dimension, got \(1, 0\)"),
+        (dict(rhs_dilation=(1.0, 1)), TypeError, "rhs_dilation must be an int, got float 1.0"),
+        (dict(padding=((1.5, 1), (0, 0))), TypeError, "padding must be an int, got float 1.5"),
+        (dict(precision=[lax.Precision.HIGHEST] * 3), ValueError, "precision must be None"),
+    ],
+)
+def test_lax_arguments_are_named_as_lax_names_them(kwargs, error, match):
+    args = dict(window_strides=(1, 1), padding="VALID") | kwargs
+    with pytest.raises(error, match=match):
+        jaxconv.conv_general_dilated(jnp.ones((2, 4, 5, 5)), jnp.ones((6, 4, 3, 3)), **args)
+
+
+def test_precision_pairs_apply_to_lhs_and_rhs_as_in_lax():
+    """(lhs, rhs) means (x, w): the GEMMs that take w first get the pair swapped."""
+    lhs, rhs = jnp.ones((2, 3, 5, 5)), jnp.ones((4, 3, 3, 3))
+    pair = (lax.Precision.HIGHEST, lax.Precision.DEFAULT)
+    hlo = jax.jit(lambda a, b: jaxconv.conv_general_dilated(a, b, (1, 1), "VALID", precision=pair)).lower(lhs, rhs)
+    text = hlo.as_text()
+    # The forward GEMM's left operand is w (F_f^T), so it must carry DEFAULT and phi HIGHEST.
+    assert "precision = [DEFAULT, HIGHEST]" in text or "precision_config = [DEFAULT, HIGHEST]" in text, text[-2000:]
