@@ -1,4 +1,4 @@
-"""Ctrl-C in a real ``jaxconv train`` process: recorded by jaxconv.train.interrupts, honoured between JAX calls.
+"""Ctrl-C in a real ``jaxconv train`` process: recorded by jaxconv._interrupts, honoured between JAX calls.
 
 Each test starts the command in a subprocess and delivers SIGINT at one point
 of its life: inside XLA's compilation of the train step, inside a
@@ -41,6 +41,25 @@ if point == "compile":  # SIGINT 50 ms into XLA's compilation of the train step
             raise
 
     compiler.backend_compile_and_load = compile_with_sigint
+elif point == "import":  # SIGINT inside a gc callback while `jaxconv train` imports JAX (Python drops it there)
+    import gc
+    import importlib
+
+    from jaxconv import cli
+
+    import_module = importlib.import_module
+
+    def import_with_sigint_in_gc(name, *args, **kwargs):
+        if name == "jaxconv.train.cli":
+            def callback(phase, info):
+                gc.callbacks.remove(callback)
+                signal.raise_signal(signal.SIGINT)
+
+            gc.callbacks.append(callback)
+            gc.collect()
+        return import_module(name, *args, **kwargs)
+
+    cli.importlib = type("importlib", (), {"import_module": staticmethod(import_with_sigint_in_gc)})
 elif point == "gc":  # SIGINT handled inside a gc callback (JAX has one) while the data set loads
     from jaxconv.train import data
 
@@ -90,6 +109,14 @@ def test_sigint_before_the_first_step_stops_cleanly_and_saves_nothing(tmp_path, 
     status, _, err = _sigint_after_line(_start(point, out, "--epochs", "2"), "never printed")
     _assert_stopped_cleanly(status, err, "interrupted before training started; nothing saved.")
     assert not (out / rundir.CHECKPOINT).exists()
+
+
+def test_sigint_while_jax_imports_is_not_lost(tmp_path):
+    """Issue 12.3: a Ctrl-C 2-3 s after start (JAX importing) was dropped and the run trained to the end."""
+    out = tmp_path / "run"
+    status, printed, err = _sigint_after_line(_start("import", out, "--epochs", "2"), "never printed")
+    _assert_stopped_cleanly(status, err, "interrupted while starting; nothing ran.")
+    assert "test accuracy" not in printed and not out.exists()
 
 
 def test_sigint_from_outside_while_the_steps_compile(tmp_path):

@@ -27,7 +27,7 @@ With an output directory (:mod:`~jaxconv.train.rundir`), each epoch writes
 (params, optimizer state, RNG key, step, history; see
 :mod:`~jaxconv.train.checkpoint`: no pickle, atomic), and the end of the run
 writes ``curves.png``. Ctrl-C is recorded and honoured between steps
-(:mod:`~jaxconv.train.interrupts`); it saves the current state and raises
+(:mod:`~jaxconv._interrupts`); it saves the current state and raises
 :class:`TrainingInterrupted`, which the command turns into a message and exit status 130.
 
 Training is data-parallel over a 1-D device mesh, across processes too

@@ -10,8 +10,9 @@ import time
 
 import jax
 
+from jaxconv import _interrupts as interrupts
 from jaxconv import nn
-from jaxconv.train import interrupts, parallel, rundir
+from jaxconv.train import parallel, rundir
 from jaxconv.train.config import DTYPES, OPTIMIZERS, TrainConfig
 from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     """``jaxconv train``: :func:`fit` with a progress bar, then a summary; 130 after Ctrl-C, 2 on bad input.
 
     Ctrl-C is recorded from here on and honoured where stopping is safe (see
-    :mod:`jaxconv.train.interrupts`), never inside an XLA compilation.
+    :mod:`jaxconv._interrupts`), never inside an XLA compilation.
     """
     wall_start = time.perf_counter()
     with interrupts.recording():

@@ -12,8 +12,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxconv import _interrupts as interrupts
 from jaxconv import nn
-from jaxconv.train import interrupts, parallel, rundir, steps
+from jaxconv.train import parallel, rundir, steps
 from jaxconv.train.config import TrainConfig
 from jaxconv.train.data import Dataset, load_data
 from jaxconv.train.rundir import RunState
@@ -119,7 +120,7 @@ def fit(
 
     Ctrl-C (SIGINT, in the main thread) is recorded and honoured at the next
     safe point: after the data is loaded, after compiling, after each step or
-    epoch; never inside a JAX call (see :mod:`jaxconv.train.interrupts`).
+    epoch; never inside a JAX call (see :mod:`jaxconv._interrupts`).
 
     Raises:
       TrainingInterrupted: on Ctrl-C once training started, after saving the current state (with an ``out_dir``).
