@@ -33,7 +33,9 @@ def execute(source: pathlib.Path) -> float:
         cell.id = f"cell-{number:02d}"
     start = time.perf_counter()
     resources = {"metadata": {"path": str(NOTEBOOKS_DIR)}}  # the kernel's working directory
-    NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False, resources=resources).execute()
+    # One stdout output per cell, however the kernel happened to flush it; no timestamps.
+    options = {"coalesce_streams": True, "record_timing": False}
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources=resources, **options).execute()
     seconds = time.perf_counter() - start
     nbformat.validate(nb)
     jupytext.write(nb, source.with_suffix(".ipynb"))
