@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from jax import lax
-from nbhelpers import check, style_figures  # check: prints max |got - want|, asserts it is tiny
 
 import jaxconv
+from nbhelpers import check, style_figures  # check: prints max |got - want|, asserts it is tiny
 
 jax.config.update("jax_enable_x64", True)  # float64, before any array exists
 # %matplotlib inline

@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from jax import lax
-from nbhelpers import style_figures
 
 import jaxconv
 from jaxconv.compare import PRESETS, TOLERANCES, compare, format_results
+from nbhelpers import style_figures
 
 # %matplotlib inline
 style_figures()

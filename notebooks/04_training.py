@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from nbhelpers import style_figures
 
 from jaxconv.train import TrainConfig, fit, init_state, load_data
+from nbhelpers import style_figures
 
 # %matplotlib inline
 style_figures()
