@@ -203,17 +203,7 @@ def conv(
     >>> float(conv(x, w)[0, 0, 0, 0])
     27.0
     """
-    options = dict(
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-        col2im_method=col2im_method,
-        max_cols_bytes=max_cols_bytes,
-        backend=backend,
-    )
+    options = {name: value for name, value in locals().items() if name not in ("x", "w", "b")}  # the keywords
     x, w, b, spec = _checked(x, w, b, options)
     return apply_conv(x, w, b, spec)
 
