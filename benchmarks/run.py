@@ -359,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reexec_with_malloc_env(argv)
     try:  # everything checked before the first measurement
         cases = select_cases([args.preset], None, args.only)
-        torch = import_torch({"auto": "auto", "on": True, "off": False}[args.torch])[0]
+        use_torch = {"auto": "auto", "on": True, "off": False}[args.torch]
+        torch = import_torch(use_torch)[0]  # the module, or None; refuses --torch on without PyTorch
         for option, path in (("--output", args.output), ("--json", args.json)):
             if path is not None:
                 check_writable(path, option)
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     partial = bool(args.quick or args.only)
     output = args.output or (None if partial else DEFAULT_OUTPUT)
-    results = compare(cases, dtype="float32", repeats=repeats, min_time=min_time, torch=torch, progress=True)
+    results = compare(cases, dtype="float32", repeats=repeats, min_time=min_time, torch=use_torch, progress=True)
     design = []
     if not (partial or args.no_design):
         from design import design_sections  # imported only when it runs

@@ -127,6 +127,16 @@ def test_gpu_preset_smoke(tmp_path, capsys):
         assert "No pallas column in NCHW" in out
 
 
+@pytest.mark.parametrize("torch", ["off", "auto"])
+def test_cnn_preset_smoke(tmp_path, capsys, torch):
+    # The default (CPU) preset end to end on one small layer, printed only; no timing assertions.
+    run = _benchmark_module("run")
+    argv = ["--quick", "--only", "lenet1", "--torch", torch, "--repeats", "1", "--min-time", "0", "--no-reexec"]
+    assert run.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| lenet1 |" in out
+
+
 def test_gpu_preset_checks_options_before_measuring(tmp_path, capsys):
     run = _benchmark_module("run")
     blocker = tmp_path / "file"
