@@ -24,6 +24,7 @@ Times are the median of interleaved calls of ``jax.value_and_grad`` of
 from __future__ import annotations
 
 import functools
+import pathlib
 from collections.abc import Callable, Sequence
 
 import jax
@@ -190,7 +191,7 @@ def memory_bounded(repeats: int = 3, batch: int = 256) -> list[str]:
 
 
 def design_sections(repeats: int = 10) -> list[str]:
-    """All three, as Markdown lines."""
+    """All three, as Markdown lines, then the earlier measurements kept in ``design_history.md``."""
     return [
         "## Design choices",
         "",
@@ -199,6 +200,8 @@ def design_sections(repeats: int = 10) -> list[str]:
         *col2im_methods(repeats),
         "",
         *memory_bounded(max(3, repeats // 3)),
+        "",
+        *(pathlib.Path(__file__).with_name("design_history.md").read_text().splitlines()),
         "",
     ]
 
