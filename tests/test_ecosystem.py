@@ -2,7 +2,6 @@
 
 import pathlib
 import re
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +18,12 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 @pytest.fixture(scope="module")
 def snippets():
-    """Executes the section's python blocks in order, in one namespace, as a reader would paste them."""
+    """Executes the section's python blocks in order, in one fresh namespace, as a reader would paste them."""
     text = README.read_text()
     section = text.split("## In flax and equinox", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 3
-    namespace = {"Callable": Callable}
+    namespace = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
     return namespace
