@@ -28,6 +28,8 @@ import numpy as np
 from jaxconv._validate import as_int, ntuple
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
+# A window slides over at most this many (dilated, padded) pixels per dimension: what int32 indices reach.
+MAX_SPATIAL = 2**31
 
 
 def dilate_dim(size: int, dilation: int) -> int:
@@ -193,6 +195,12 @@ def conv_geometry(
             )
         pads = padtype_to_pads(in_spatial, tuple(map(dilate_dim, kernel_size, dilation)), stride, pads)
     geometry = ConvGeometry(in_spatial, kernel_size, stride, pads, dilation, lhs_dilation)
+    if any(size >= MAX_SPATIAL for size in geometry.padded_spatial + geometry.dilated_kernel):
+        raise ValueError(
+            f"padding {pads}, dilation {dilation} and lhs_dilation {lhs_dilation} make a spatial size of "
+            f"{max(geometry.padded_spatial + geometry.dilated_kernel)}, beyond {MAX_SPATIAL - 1} per dimension "
+            f"(input spatial shape {in_spatial}, kernel {kernel_size})"
+        )
     if any(p < 0 for p in geometry.padded_spatial):
         raise ValueError(
             f"negative padding {pads} crops more than the input holds: "

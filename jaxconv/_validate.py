@@ -50,6 +50,8 @@ def as_int(value: Any, name: str, *, minimum: int | None = None) -> int:
         raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
     if minimum is not None and result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    if not -(2**63) <= result < 2**63:  # XLA's sizes and attributes are 64-bit
+        raise ValueError(f"{name} must fit in 64 bits, got {result}")
     return result
 
 

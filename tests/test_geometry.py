@@ -220,3 +220,9 @@ def test_check_windows_fit():
 def test_conv_geometry_rejects_non_int_sizes(in_spatial, kernel, name):
     with pytest.raises(TypeError, match=f"{name} must be an int, got float"):
         conv_geometry(in_spatial, kernel)
+
+
+def test_conv_geometry_refuses_sizes_beyond_int32_indexing():
+    with pytest.raises(ValueError, match=r"make a spatial size of 2000000000004, beyond 2147483647 per dimension"):
+        conv_geometry((4, 4), (1, 1), padding=10**12)
+    assert conv_geometry((4, 4), (1, 1), padding=2**20).padded_spatial == (2**21 + 4,) * 2

@@ -142,3 +142,10 @@ def test_as_finite(value, error):
 def test_freeze():
     assert freeze([1, [2, (3, [4])]]) == (1, (2, (3, (4,))))
     hash(freeze([[1, 2], [3]]))
+
+
+def test_as_int_refuses_what_xla_cannot_hold():
+    """A stride of 10**30 reached MLIR's attribute binding and failed there, naming nothing."""
+    assert as_int(2**63 - 1, "stride") == 2**63 - 1
+    with pytest.raises(ValueError, match="stride must fit in 64 bits, got 1" + "0" * 30):
+        as_int(10**30, "stride")
