@@ -20,14 +20,17 @@
 # (`bp-for-conv-layer.md`, linked from the README) on shapes small enough to print, and checks every
 # step against JAX's own differentiation of `jax.lax.conv_general_dilated`:
 #
-# 1. build $\phi(I)$ (im2col) and $F_f$ (the flattened filters), and the forward pass $O_f = \phi(I)\,F_f$;
-# 2. build the Kronecker matrices $I_{FN} \otimes \phi(I)$ and $F_f^T \otimes I_{OH\cdot OW}$ and check
+# 1. build $\phi(I)$ (im2col) and $F_f$ (the flattened filters);
+# 2. the forward pass is one matrix product, $O_f = \phi(I)\,F_f$;
+# 3. vec and the Kronecker product;
+# 4. build the Kronecker matrices $I_{FN} \otimes \phi(I)$ and $F_f^T \otimes I_{OH\cdot OW}$ and check
 #    the note's Eq. (1) and Eq. (2);
-# 3. show that they *are* the Jacobians of the convolution, as `jax.jacrev` computes them;
-# 4. derive $\partial L/\partial F_f$ and $\partial L/\partial \phi(I)$ line by line as the note does,
-#    checking each line against `jax.grad`;
-# 5. the two misprints of the note: `F.reshape(-1, FN)` and "$(I \otimes B)^T = A^T \otimes B^T$";
-# 6. batching.
+# 5. show that they *are* the Jacobians of the convolution, as `jax.jacrev` computes them;
+# 6. derive $\partial L/\partial F_f$ line by line as the note does, checking each line against
+#    `jax.grad` (with the note's misprint "$(I \otimes B)^T = A^T \otimes B^T$");
+# 7. the same for $\partial L/\partial \phi(I)$, and on to $\partial L/\partial I$ through col2im;
+# 8. the note's other misprint: `F.reshape(-1, FN)` scrambles the filters;
+# 9. batches.
 #
 # The explicit matrices (Kronecker products, vec, the steps of the derivation) are plain NumPy; JAX
 # appears as the library under test (`jaxconv`) and as the independent reference (`lax`, `jax.jacrev`,
