@@ -66,6 +66,16 @@ def test_a_checkpoint_that_needs_pickle_is_refused(tmp_path):
         checkpoint.read_metadata(path)
 
 
+def test_a_folder_in_place_of_the_checkpoint_is_refused_as_damaged(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    path.mkdir()
+    message = rf"^{path} is not a jaxconv checkpoint or is damaged \(Is a directory\)$"
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.read_metadata(path)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(path, _tree())
+
+
 def test_a_template_of_another_model_is_refused_naming_the_leaf(tmp_path):
     path = tmp_path / "checkpoint.npz"
     checkpoint.save(path, _tree(), {})

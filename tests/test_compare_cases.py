@@ -73,6 +73,15 @@ def test_parse_errors(spec, message):
         Case.parse(spec)
 
 
+def test_a_bad_padding_lists_the_forms_padding_takes():
+    with pytest.raises(ValueError) as error:
+        Case.parse("x=2,3,7,7 w=4,3,3,3 padding=foo")
+    assert str(error.value) == (
+        "padding must be comma-separated ints in case spec 'x=2,3,7,7 w=4,3,3,3 padding=foo', got 'foo'; "
+        "padding takes 1, 1,2 (one per spatial dim), lo:hi,lo:hi (such as 1:2,0:1) or VALID/SAME/SAME_LOWER"
+    )
+
+
 def test_case_checks_its_fields():
     # The shape rule is jaxconv._validate's: ints only, never truncated floats.
     with pytest.raises(TypeError, match="x must be an int, got float 5.5"):

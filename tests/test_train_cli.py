@@ -62,8 +62,8 @@ def test_cli_one_epoch_writes_metrics_curves_checkpoint_and_summary(tmp_path, ca
 
     assert "data: digits, 64 train / 32 test images of shape (1, 8, 8), 10 classes" in printed
     assert "epoch 1/1: train loss" in printed
-    summary = f"test accuracy {entry['test_accuracy']:.2%} (loss {entry['test_loss']:.4f}) after 1 epochs, 4 steps"
-    assert summary in printed
+    summary = f"test accuracy {entry['test_accuracy']:.2%} (loss {entry['test_loss']:.4f}) after 1 epoch, 4 steps"
+    assert summary in printed and "1 epochs" not in printed
     assert f"wrote {out / rundir.METRICS}" in printed
 
 
@@ -233,6 +233,36 @@ def test_cli_rejects_a_missing_npz(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("jaxconv train: error: ") and "absent.npz" in err
+    assert err == f"jaxconv train: error: --data {tmp_path / 'absent.npz'}: no such file\n"
+
+
+def test_cli_names_a_data_file_that_is_not_a_zip(tmp_path, capsys):
+    path = tmp_path / "d.npz"
+    path.write_text("not a zip\n")
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"jaxconv train: error: {path} is not an .npz archive: not a zip file, the format np.savez writes\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", ["--data", "--out", "--resume"])
+def test_cli_refuses_an_empty_path_quoting_it(tmp_path, monkeypatch, capsys, option):
+    monkeypatch.chdir(tmp_path)  # what "" would have meant
+    assert main(["train", option, "", *SMALL_ARGS]) == 2
+    kind = "file" if option == "--data" else "folder"
+    assert capsys.readouterr().err == f"jaxconv train: error: {option} '' is an empty path: give a {kind}\n"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", ["-3", str(2**32)])
+def test_cli_refuses_a_seed_out_of_range_for_every_data_source(tmp_path, capsys, seed):
+    npz = str(write_npz(tmp_path / "mine.npz"))
+    for data_args in ([], ["--data", npz]):
+        assert main(["train", "--seed", seed, *data_args, *SMALL_ARGS, "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxconv train: error: seed must be ") and err.count("\n") == 1, err
+        assert "random_state" not in err
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,7 +310,14 @@ def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch
     with pytest.raises(FileExistsError, match=f"{out} holds the checkpoint of an earlier run"):
         fit(small_config(epochs=1, seed=1, out_dir=str(out)))
     assert main([*args, "--seed", "1"]) == 2
-    assert f"--resume {out}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--resume {out}" in err
+    assert err == (
+        f"jaxconv train: error: {out} holds the checkpoint of an earlier run: continue it with --resume {out}, "
+        "start over with --overwrite, or choose another --out folder\n"
+    )  # the command's options only; the Python API's message names its keywords
+    with pytest.raises(FileExistsError, match="continue it with resume=True, start over with overwrite=True"):
+        fit(small_config(epochs=1, seed=1, out_dir=str(out)))
     assert (out / rundir.CHECKPOINT).read_bytes() == saved
 
     assert main(["train", "--resume", str(out), "--overwrite"]) == 2

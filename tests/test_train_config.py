@@ -16,6 +16,10 @@ BAD_CONFIGS = [
     (dict(epochs=True), TypeError, "epochs must be an int"),
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
     (dict(seed="0"), TypeError, "seed must be an int"),
+    (dict(seed=-3), ValueError, "seed must be >= 0, got -3"),
+    (dict(seed=2**32), ValueError, r"seed must be < 2\*\*32 = 4294967296, got 4294967296"),
+    (dict(out_dir=""), ValueError, "out_dir '' is an empty path"),
+    (dict(data=""), ValueError, "data '' is an empty path"),
     (dict(channels=()), ValueError, "channels must name at least one conv stage"),
     (dict(channels=(4, 0)), ValueError, "channels must be >= 1"),
     (dict(max_train=0), ValueError, "max_train must be >= 1"),
@@ -28,6 +32,11 @@ BAD_CONFIGS = [
 def test_train_config_rejects_bad_values_naming_the_field(changes, error, message):
     with pytest.raises(error, match=message):
         TrainConfig(**changes)
+
+
+def test_every_seed_the_digits_split_takes_is_accepted():
+    assert TrainConfig(seed=0).seed == 0
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
 
 
 def test_train_config_round_trips_through_json_and_refuses_unknown_fields():

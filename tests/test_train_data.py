@@ -162,3 +162,15 @@ def test_files_that_are_not_npz_archives_are_rejected(tmp_path):
         data.load_npz(single)
     with pytest.raises(FileNotFoundError):
         data.load_npz(tmp_path / "absent.npz")
+
+
+def test_a_file_that_is_not_a_zip_is_named_as_such_not_as_pickled_data(tmp_path):
+    text = tmp_path / "d.npz"
+    text.write_text("not a zip\n")
+    with pytest.raises(ValueError) as error:
+        data.load_npz(text)
+    assert str(error.value) == f"{text} is not an .npz archive: not a zip file, the format np.savez writes"
+    with pytest.raises(FileNotFoundError, match=f"^no such data file: {tmp_path / 'absent.npz'}$"):
+        data.load_npz(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match=f"^{tmp_path} is a folder, not an .npz archive$"):
+        data.load_npz(tmp_path)

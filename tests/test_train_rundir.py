@@ -116,8 +116,55 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file_and_left_as_it_was(save
     assert _snapshot(saved_run) == before
 
 
+def test_a_folder_in_place_of_the_checkpoint_is_a_one_line_error(saved_run, capsys):
+    path = saved_run / rundir.CHECKPOINT
+    path.unlink()
+    path.mkdir()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(saved_run), "--epochs", "3", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"jaxconv train: error: {path} is not a jaxconv checkpoint or is damaged (Is a directory)\n"
+    )
+    assert path.is_dir() and os.listdir(path) == []
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Folders that cannot be written, runs with nothing left to train.
+
+
+def test_an_output_path_that_is_a_file_is_called_a_file(tmp_path, capsys):
+    out = tmp_path / "somefile.py"
+    out.write_text("print('hello')\n")
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    expected = f"cannot write to the output folder {out}: it is a file, not a folder"
+    assert captured.err == f"jaxconv train: error: {expected}\n"
+    assert "epoch 1/1" not in captured.out
+    assert out.read_text() == "print('hello')\n"
+
+
+def test_ctrl_c_before_anything_is_saved_removes_the_folders_the_run_created(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new" / "run"
+    interrupt_after(monkeypatch, -1)  # Ctrl-C while the steps compile: after the folder is made, before a save
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    assert "nothing saved" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # run/ and its parent new/, both made by the run
+    monkeypatch.undo()
+
+    # A folder that was there before stays, although empty.
+    out.mkdir(parents=True)
+    interrupt_after(monkeypatch, -1)
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    monkeypatch.undo()
+    assert out.is_dir() and os.listdir(out) == []
+
+
+def test_a_folder_the_run_created_stays_once_it_holds_a_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    interrupt_after(monkeypatch, 2)
+    assert main(["train", "--epochs", "1", *SMALL_ARGS, "--out", str(out), "--quiet"]) == 130
+    monkeypatch.undo()
+    assert (out / rundir.CHECKPOINT).exists() and stray_files(out) == []
 
 
 def test_an_unwritable_output_folder_is_refused_before_training(tmp_path, capsys):
@@ -138,3 +185,12 @@ def test_resuming_with_fewer_epochs_than_trained_trains_and_writes_nothing(saved
     assert f"nothing to train: {saved_run} holds 2 epochs and --epochs is 1; no files written" in printed
     assert "wrote" not in printed and "epoch 1/1" not in printed
     assert _snapshot(saved_run) == before
+
+
+def test_resuming_a_finished_run_reports_only_that_there_is_nothing_to_train(saved_run, capsys):
+    capsys.readouterr()
+    assert main(["train", "--resume", str(saved_run), "--epochs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"nothing to train: {saved_run} holds 2 epochs and --epochs is 2")
+    assert lines[1].startswith("saved run: test accuracy") and lines[1].endswith("after 2 epochs, 8 steps")
+    assert len(lines) == 2  # no "resuming at epoch 3", no data, devices or model lines

@@ -109,6 +109,7 @@ def test_sigint_before_the_first_step_stops_cleanly_and_saves_nothing(tmp_path, 
     status, _, err = _sigint_after_line(_start(point, out, "--epochs", "2"), "never printed")
     _assert_stopped_cleanly(status, err, "interrupted before training started; nothing saved.")
     assert not (out / rundir.CHECKPOINT).exists()
+    assert not out.exists()  # the run made the folder and saved nothing in it: it goes too
 
 
 def test_sigint_while_jax_imports_is_not_lost(tmp_path):
@@ -123,6 +124,7 @@ def test_sigint_from_outside_while_the_steps_compile(tmp_path):
     out = tmp_path / "run"
     status, _, err = _sigint_after_line(_start("none", out, "--epochs", "2"), "model:")
     _assert_stopped_cleanly(status, err, "interrupted before training started; nothing saved.")
+    assert not out.exists()
 
 
 def test_sigint_between_steps_saves_and_the_run_resumes(tmp_path):

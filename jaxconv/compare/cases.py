@@ -210,10 +210,14 @@ def _parse_value(key: str, value: str, text: str) -> Any:
         if value.upper() in PADDING_STRINGS:
             return value.upper()
         entries: list[Any] = []
-        for entry in value.split(","):
-            lo, sep, hi = entry.partition(":")
-            ints = _parse_ints(f"{lo},{hi}" if sep else lo, key, text)
-            entries.append(ints if sep else ints[0])
+        try:
+            for entry in value.split(","):
+                lo, sep, hi = entry.partition(":")
+                ints = _parse_ints(f"{lo},{hi}" if sep else lo, key, text)
+                entries.append(ints if sep else ints[0])
+        except ValueError as error:
+            forms = f"1, 1,2 (one per spatial dim), lo:hi,lo:hi (such as 1:2,0:1) or {'/'.join(PADDING_STRINGS)}"
+            raise ValueError(f"{error}; padding takes {forms}") from None
         return entries[0] if len(entries) == 1 and isinstance(entries[0], int) else tuple(entries)
     ints = _parse_ints(value, key, text)
     if key in ("x", "w"):

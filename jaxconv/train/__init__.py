@@ -40,6 +40,7 @@ from jaxconv.train.cli import run as run
 from jaxconv.train.config import TrainConfig as TrainConfig
 from jaxconv.train.data import Dataset as Dataset
 from jaxconv.train.data import load_data as load_data
+from jaxconv.train.loop import RunExistsError as RunExistsError
 from jaxconv.train.loop import TrainingInterrupted as TrainingInterrupted
 from jaxconv.train.loop import TrainResult as TrainResult
 from jaxconv.train.loop import fit as fit
@@ -51,6 +52,7 @@ from jaxconv.train.steps import init_state as init_state
 
 __all__ = [
     "Dataset",
+    "RunExistsError",
     "TrainConfig",
     "TrainResult",
     "TrainingInterrupted",

@@ -128,10 +128,11 @@ def _archive(path: str | os.PathLike) -> Iterator[Any]:
             raise CheckpointError(f"{path} is not a jaxconv checkpoint: it holds a single array, not an .npz")
         with archive:
             yield archive
-    except (CheckpointError, FileNotFoundError, IsADirectoryError):
+    except (CheckpointError, FileNotFoundError):
         raise
-    except _READ_ERRORS as error:
-        raise CheckpointError(f"{path} is not a jaxconv checkpoint or is damaged ({error})") from None
+    except _READ_ERRORS as error:  # OSError included: a folder, or a file that cannot be read, in its place
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CheckpointError(f"{path} is not a jaxconv checkpoint or is damaged ({reason})") from None
 
 
 def _header(path: str | os.PathLike, archive: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from jaxconv import _interrupts as interrupts
 from jaxconv import nn
 from jaxconv.train import parallel, rundir
 from jaxconv.train.config import DTYPES, OPTIMIZERS, TrainConfig
-from jaxconv.train.loop import TrainingInterrupted, TrainResult, fit
+from jaxconv.train.loop import RunExistsError, TrainingInterrupted, TrainResult, fit
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
 ERROR_STATUS = 2
@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """``(config, resume)`` from parsed options: the defaults, or the resumed run's saved config, overridden."""
     given = {name: getattr(args, name) for name in _CLI_OPTIONS if getattr(args, name, None) is not None}
+    for flag, path in (("--data", given.get("data")), ("--out", args.out), ("--resume", args.resume)):
+        if path == "":  # os.path would read it as the working directory
+            raise ValueError(f"{flag} '' is an empty path: give a {'file' if flag == '--data' else 'folder'}")
     if "data" in given:  # stored absolute, so the run resumes from any working directory
         given["data"] = os.path.abspath(given["data"])
     if args.resume is not None:
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
             if jax.process_count() > 1 and args.out is None and args.resume is None:
                 raise ValueError("a multi-process run needs --out DIR (or --resume DIR), the same in every process")
             config, resume = config_from_args(args)
+            if getattr(args, "data", None) is not None and not os.path.exists(config.data):
+                raise FileNotFoundError(f"--data {args.data}: no such file")
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
             return _error(error)
         try:
@@ -113,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
             return INTERRUPTED_STATUS
+        except RunExistsError as error:
+            out = error.out_dir
+            return _error(
+                f"{out} holds the checkpoint of an earlier run: continue it with --resume {out}, "
+                "start over with --overwrite, or choose another --out folder"
+            )
         except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
             return _error(error)
         if jax.process_index() == 0:
@@ -134,7 +145,7 @@ def _fit(args: argparse.Namespace, config: TrainConfig, resume: bool) -> TrainRe
     return fit(config, resume=resume, overwrite=overwrite, progress=progress, log=log, devices=devices)
 
 
-def _error(error: Exception) -> int:
+def _error(error: Exception | str) -> int:
     print(f"jaxconv train: error: {error}", file=sys.stderr)
     return ERROR_STATUS
 
@@ -153,19 +164,17 @@ def _print_interrupted(interrupt: TrainingInterrupted) -> None:
 def _print_summary(result: TrainResult, wall_s: float) -> None:
     config, history = result.config, result.history
     last = history[-1]
+    after = f"after {_count(last['epoch'], 'epoch')}, {_count(last['step'], 'step')}"
     if not result.trained_steps:
         print(
-            f"nothing to train: {config.out_dir} holds {len(history)} epochs and --epochs is {config.epochs}; "
-            "no files written (give a larger --epochs to train further)"
+            f"nothing to train: {config.out_dir} holds {_count(len(history), 'epoch')} and --epochs is "
+            f"{config.epochs}; no files written (give a larger --epochs to train further)"
         )
-        print(
-            f"saved run: test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) "
-            f"after {last['epoch']} epochs, {last['step']} steps"
-        )
+        print(f"saved run: test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) {after}")
         return
     print(
-        f"test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) after {last['epoch']} epochs, "
-        f"{last['step']} steps, conv={config.conv}, {config.dtype}"
+        f"test accuracy {last['test_accuracy']:.2%} (loss {last['test_loss']:.4f}) {after}, "
+        f"conv={config.conv}, {config.dtype}"
     )
     print(
         f"time per epoch {result.time_per_epoch:.2f} s (train steps, mean of {len(history)}), "
@@ -176,3 +185,8 @@ def _print_summary(result: TrainResult, wall_s: float) -> None:
             os.path.join(config.out_dir, name) for name in (rundir.METRICS, rundir.CURVES, rundir.CHECKPOINT)
         )
         print(f"wrote {files}")
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

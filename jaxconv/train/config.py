@@ -12,6 +12,7 @@ from jaxconv._validate import as_finite, as_int, check_choice
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DTYPES = ("float32", "bfloat16")
+SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
 
 # Options that may differ between a run and its resumption; anything else would not continue the same run.
 # conv and dtype change how the same model is computed (to rounding), not what is trained.
@@ -29,7 +30,7 @@ class TrainConfig:
       learning_rate: the optimizer's step size.
       epochs: total number of epochs (a resumed run trains up to this many).
       batch_size: examples per step; the last incomplete batch of an epoch is dropped.
-      seed: seeds the init, the data order and the digits train/test split.
+      seed: seeds the init, the data order and the digits train/test split; ``0 <= seed < 2**32``.
       channels: output channels of each conv stage of :func:`jaxconv.nn.cnn`.
       test_fraction: fraction of the digits held out for testing (ignored with ``data``).
       max_train: use only the first this many training examples (None: all).
@@ -67,7 +68,10 @@ class TrainConfig:
         self._set("learning_rate", as_finite(self.learning_rate, "learning_rate", positive=True))
         self._set("epochs", as_int(self.epochs, "epochs", minimum=1))
         self._set("batch_size", as_int(self.batch_size, "batch_size", minimum=1))
-        self._set("seed", as_int(self.seed, "seed"))
+        # One rule for every data source: the digits split (scikit-learn's random_state) takes only these.
+        self._set("seed", as_int(self.seed, "seed", minimum=0))
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**32 = {SEED_LIMIT}, got {self.seed}")
         for name in ("max_train", "max_test"):
             if getattr(self, name) is not None:
                 self._set(name, as_int(getattr(self, name), name, minimum=1))
@@ -83,6 +87,8 @@ class TrainConfig:
         for name in ("data", "out_dir"):
             if getattr(self, name) is not None:
                 self._set(name, os.fspath(getattr(self, name)))
+                if not getattr(self, name):  # os.path would read it as the working directory
+                    raise ValueError(f"{name} '' is an empty path: give a path, or None")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

@@ -29,6 +29,7 @@ from jaxconv.train.config import TrainConfig
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Labels are class indices 0..K-1 and the classifier has K outputs: a stray huge label must not size the model.
 MAX_CLASSES = 2**16
+_NPY_MAGIC = b"\x93NUMPY"  # how a single array's .npy file starts
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -178,10 +179,21 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Data
     ValueError: x_train must have shape (N, H, W) or (N, C, H, W), got (10,)
     """
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not an .npz archive")
+    try:
+        with open(path, "rb") as file:
+            single_array = file.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+    if single_array:
+        raise ValueError(f"{path} holds a single array, not an .npz with keys {', '.join(NPZ_KEYS)}")
+    if not zipfile.is_zipfile(path):  # numpy would read other bytes as a pickle, and blame pickling
+        raise ValueError(f"{path} is not an .npz archive: not a zip file, the format np.savez writes")
     try:
         archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not an .npz archive of arrays (numpy: {error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -28,6 +28,17 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
 
 
+class RunExistsError(FileExistsError):
+    """``out_dir`` holds an earlier run's checkpoint, and :func:`fit` was asked neither to resume nor overwrite it."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__(
+            f"{out_dir} holds the checkpoint of an earlier run: continue it with resume=True, "
+            "start over with overwrite=True, or choose another out_dir"
+        )
+        self.out_dir = out_dir
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainResult:
     """What :func:`fit` returns.
@@ -127,7 +138,8 @@ def fit(
       KeyboardInterrupt: on Ctrl-C while the data is loaded and the model built; nothing is written.
       ValueError: for data or checkpoints that do not fit the config (a
         :class:`~jaxconv.train.checkpoint.CheckpointError` names a damaged file), or an unwritable ``out_dir``.
-      FileExistsError: when ``config.out_dir`` holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+      RunExistsError: a ``FileExistsError``, when ``config.out_dir`` holds a checkpoint and neither ``resume``
+        nor ``overwrite`` is set.
 
     >>> config = TrainConfig(epochs=1, batch_size=16, channels=(4,), max_train=64, max_test=32)
     >>> result = fit(config)
@@ -141,12 +153,15 @@ def fit(
         _check_interrupt(every_process=True)
         run, state = _prepare(config, data, resume=resume, replacing=overwrite and not resume, devices=devices)
         _check_interrupt(every_process=True)
-        _log_setup(run, state, log, resume=resume)
-        if len(state.history) >= config.epochs:
+        if len(state.history) >= config.epochs:  # a finished run: no set-up to report, nothing written
             return _result(run, state, 0.0, trained_steps=0)
-        if run.saves:
-            rundir.check_writable(config.out_dir)
-        return _train(run, state, progress, log, resume=resume)
+        _log_setup(run, state, log, resume=resume)
+        created = rundir.check_writable(config.out_dir) if run.saves else ()
+        try:
+            return _train(run, state, progress, log, resume=resume)
+        except BaseException:
+            rundir.remove_empty(created)  # a folder this run made, if it stopped before saving anything in it
+            raise
 
 
 def _train(run: _Run, state: RunState, progress: bool, log: Callable[[str], None], *, resume: bool) -> TrainResult:
@@ -194,10 +209,7 @@ def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Non
         and config.out_dir is not None
         and os.path.exists(rundir.checkpoint_path(config.out_dir))
     ):
-        raise FileExistsError(
-            f"{config.out_dir} holds the checkpoint of an earlier run: continue it with --resume {config.out_dir} "
-            "(resume=True), start over with --overwrite (overwrite=True), or choose another --out directory"
-        )
+        raise RunExistsError(config.out_dir)
 
 
 def _prepare(

@@ -68,20 +68,48 @@ def read_config(out_dir: str | os.PathLike) -> TrainConfig:
         raise CheckpointError(f"{path} is damaged: its saved config is not valid ({error})") from None
 
 
-def check_writable(out_dir: str | os.PathLike) -> None:
+def check_writable(out_dir: str | os.PathLike) -> tuple[str, ...]:
     """Creates ``out_dir`` if needed and writes a nameless file in it, so an unusable folder fails before training.
+
+    Returns:
+      The folders it created, ``out_dir`` first, then any parents it made (for :func:`remove_empty`).
 
     >>> check_writable(os.path.join(os.devnull, "run"))
     Traceback (most recent call last):
     jaxconv.train.rundir.OutputDirError: cannot write to the output folder /dev/null/run: Not a directory
+    >>> check_writable(os.devnull)
+    Traceback (most recent call last):
+    jaxconv.train.rundir.OutputDirError: cannot write to the output folder /dev/null: it is a file, not a folder
     """
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputDirError(f"cannot write to the output folder {out_dir}: it is a file, not a folder")
+    missing = []
+    folder = os.path.abspath(out_dir)
+    while not os.path.exists(folder) and folder != os.path.dirname(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(out_dir, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as error:
+        remove_empty(missing)
         reason = error.strerror or str(error)
-        raise OutputDirError(f"cannot write to the output folder {os.fspath(out_dir)}: {reason}") from None
+        raise OutputDirError(f"cannot write to the output folder {out_dir}: {reason}") from None
+    return tuple(missing)
+
+
+def remove_empty(folders: Sequence[str]) -> None:
+    """Removes each of ``folders``, in order, that is empty; one holding anything stays (``os.rmdir`` refuses it).
+
+    >>> folder = tempfile.mkdtemp()
+    >>> remove_empty([folder]); os.path.exists(folder)
+    False
+    """
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def save(
