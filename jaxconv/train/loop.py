@@ -392,10 +392,8 @@ def _title(run: _Run) -> str:
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, description: str) -> Any:
-    if not enabled:
-        return None
     try:
         from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc=description, unit="step", leave=True, dynamic_ncols=True)
+    except ImportError:  # the train extra brings it; without it, epoch lines only
+        enabled = False
+    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True) if enabled else None
