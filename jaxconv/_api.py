@@ -179,7 +179,7 @@ def conv(
       preferred_element_type: accumulation and output dtype of the GEMMs.
       col2im_method: ``"pad_add"`` or ``"scatter_add"``, see :func:`jaxconv.col2im`.
       max_cols_bytes: memory budget for phi(I). A batch whose phi(I) is larger
-        is processed in chunks of images (``lax.scan``) in the forward and the
+        is processed in chunks of images (one loop) in the forward and the
         backward pass, with the same results up to float rounding (dL/dW adds
         the chunks' products in turn); None builds phi for the whole batch at
         once. At least one image is processed at a time (with the batch split

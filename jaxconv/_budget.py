@@ -1,7 +1,7 @@
 """The memory budget for phi(I): its default per platform, and how a batch is split into chunks to honour it.
 
 phi(I) holds ``FH*FW / stride^2`` times the elements of the input, so a large
-batch is lowered and multiplied a chunk of images at a time (``lax.scan``),
+batch is lowered and multiplied a chunk of images at a time (one loop),
 each chunk's phi fitting in ``max_cols_bytes``. Everything here is trace-time
 arithmetic on static Python ints.
 """
