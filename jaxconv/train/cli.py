@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -76,8 +77,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
             raise ValueError("--resume DIR continues the run in DIR and --overwrite replaces it: give one of them")
         if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ValueError("--resume DIR continues the run in DIR: give --out only without --resume")
-        return dataclasses.replace(rundir.read_config(args.resume), **given, out_dir=args.resume), True
-    config = TrainConfig(**given)
+        saved = rundir.read_config(args.resume)
+        with _naming_flags():
+            return dataclasses.replace(saved, **given, out_dir=args.resume), True
+    with _naming_flags():
+        config = TrainConfig(**given)
     if args.out is not None:
         return dataclasses.replace(config, out_dir=args.out), False
     # The default directory: runs/<data name>, or runs/<data name>-2, -3, ... when earlier runs hold those.
@@ -87,6 +91,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         number += 1
         out_dir = os.path.join("runs", f"{name}-{number}")
     return dataclasses.replace(config, out_dir=out_dir), False
+
+
+@contextlib.contextmanager
+def _naming_flags():
+    """TrainConfig's errors name the field (``seed must be >= 0``); on the command line, name the flag."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        field, _, rest = str(error).partition(" ")
+        if field not in _CLI_OPTIONS:
+            raise
+        raise type(error)(f"{_CLI_OPTIONS[field][0][0]} {rest}") from None
 
 
 def run(args: argparse.Namespace) -> int:
