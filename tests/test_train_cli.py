@@ -341,6 +341,18 @@ def test_a_new_run_never_replaces_a_saved_one_unless_asked(tmp_path, monkeypatch
     assert rundir.read_config(out).seed == 1
 
 
+@pytest.mark.parametrize("name", [rundir.CHECKPOINT, rundir.METRICS, rundir.CURVES])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_where_an_output_file_goes_is_refused_before_training(tmp_path, capsys, name, overwrite):
+    (tmp_path / "run" / name).mkdir(parents=True)
+    args = ["train", *SMALL_ARGS, "--out", str(tmp_path / "run"), "--quiet", *(["--overwrite"] if overwrite else [])]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"jaxconv train: error: cannot write {tmp_path / 'run' / name}: it is a folder, not a file\n"
+    assert "epoch" not in captured.out and "replaced" not in captured.out
+    assert os.listdir(tmp_path / "run") == [name]
+
+
 def test_the_default_output_directory_moves_on_past_earlier_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["train", "--epochs", "1", *SMALL_ARGS, "--quiet"]

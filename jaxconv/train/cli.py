@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace, config: TrainConfig, resume: bool) -> TrainResult:
     quiet = getattr(args, "quiet", False) or jax.process_index() > 0  # process 0 speaks for all
     overwrite = getattr(args, "overwrite", False)
-    if overwrite and os.path.exists(rundir.checkpoint_path(config.out_dir)) and jax.process_index() == 0:
+    if overwrite and os.path.isfile(rundir.checkpoint_path(config.out_dir)) and jax.process_index() == 0:
         print(
             f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one "
             "(it stays until the new run saves its first checkpoint)"

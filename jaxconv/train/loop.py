@@ -207,7 +207,7 @@ def _check_out_dir(config: TrainConfig, *, resume: bool, overwrite: bool) -> Non
     if (
         not (resume or overwrite)
         and config.out_dir is not None
-        and os.path.exists(rundir.checkpoint_path(config.out_dir))
+        and os.path.isfile(rundir.checkpoint_path(config.out_dir))
     ):
         raise RunExistsError(config.out_dir)
 

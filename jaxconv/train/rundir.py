@@ -84,6 +84,9 @@ def check_writable(out_dir: str | os.PathLike) -> tuple[str, ...]:
     out_dir = os.fspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputDirError(f"cannot write to the output folder {out_dir}: it is a file, not a folder")
+    for name in (CHECKPOINT, METRICS, CURVES):  # each is replaced by a rename, which a folder refuses
+        if os.path.isdir(os.path.join(out_dir, name)):
+            raise OutputDirError(f"cannot write {os.path.join(out_dir, name)}: it is a folder, not a file")
     missing = []
     folder = os.path.abspath(out_dir)
     while not os.path.exists(folder) and folder != os.path.dirname(folder):
