@@ -149,12 +149,8 @@ def _words_not_from_gloo(printed):
     return [token for token in tokens if token not in GLOO_WORDS and not token.isdigit()]
 
 
-def test_two_processes_on_the_loopback_address_train_like_one_process(four_devices, tmp_path):
-    from jax._src.lib import _jax
-
-    if not hasattr(_jax, "make_gloo_tcp_collectives"):
-        pytest.skip("this jaxlib has no gloo collectives for multi-process CPU runs")
-    out = tmp_path / "run"
+def _train_in_two_processes(tmp_path, *args):
+    """``jaxconv train *args`` as processes 0 and 1 of a 2-process run on 127.0.0.1 (2 CPU devices each)."""
     address = f"127.0.0.1:{_free_port()}"
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     processes = [
@@ -164,11 +160,8 @@ def test_two_processes_on_the_loopback_address_train_like_one_process(four_devic
                 "-m",
                 "jaxconv",
                 "train",
-                "--epochs",
-                "2",
                 *SMALL_ARGS,
-                "--out",
-                str(out),
+                *args,
                 "--coordinator-address",
                 address,
                 "--num-processes",
@@ -189,10 +182,22 @@ def test_two_processes_on_the_loopback_address_train_like_one_process(four_devic
         if process.returncode and "gloo" in err.lower() and "not" in err.lower():
             pytest.skip(f"multi-process CPU collectives unavailable: {err.strip().splitlines()[-1]}")
         assert process.returncode == 0, err[-3000:]
-    printed, _ = outputs[0]
-    assert "devices: 4 cpu devices (2 processes), 4 examples each per step" in printed
     # Process 1 trains but leaves the talking and the writing to process 0 (gloo's own lines aside).
     assert _words_not_from_gloo(outputs[1][0]) == []
+    return outputs[0][0]
+
+
+def test_two_processes_on_the_loopback_address_train_and_resume_like_one_process(four_devices, tmp_path):
+    from jax._src.lib import _jax
+
+    if not hasattr(_jax, "make_gloo_tcp_collectives"):
+        pytest.skip("this jaxlib has no gloo collectives for multi-process CPU runs")
+    out = tmp_path / "run"
+    printed = _train_in_two_processes(tmp_path, "--epochs", "1", "--out", str(out))
+    assert "devices: 4 cpu devices (2 processes), 4 examples each per step" in printed
+    assert len(json.loads((out / rundir.METRICS).read_text())["history"]) == 1
+    # Both processes read the checkpoint process 0 wrote and carry on with the second epoch.
+    _train_in_two_processes(tmp_path, "--epochs", "2", "--resume", str(out))
     metrics = json.loads((out / rundir.METRICS).read_text())
     assert metrics["num_devices"] == 4 and metrics["num_processes"] == 2
     # The same 4-way split of each batch as the one-process, 4-device run: the same losses.
