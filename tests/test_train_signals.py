@@ -32,13 +32,17 @@ if point == "compile":  # SIGINT 50 ms into XLA's compilation of the train step
     compile_and_load = compiler.backend_compile_and_load
 
     def compile_with_sigint(backend, module, *args, **kwargs):
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
         if "train_step" in str(module.operation.attributes["sym_name"]):
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            timer.start()
         try:
             return compile_and_load(backend, module, *args, **kwargs)
         except KeyboardInterrupt:
             print("KeyboardInterrupt escaped from an XLA compilation", file=sys.stderr, flush=True)
             raise
+        finally:
+            if timer.is_alive():  # a compilation faster than 50 ms: the SIGINT still comes before training
+                timer.join()
 
     compiler.backend_compile_and_load = compile_with_sigint
 elif point == "import":  # SIGINT inside a gc callback while `jaxconv train` imports JAX (Python drops it there)
