@@ -7,6 +7,7 @@ with a message that names the argument and shows what it got.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Sequence
@@ -203,6 +204,8 @@ def as_precision(value: Any, name: str = "precision") -> Any:
     Precision.HIGHEST
     >>> as_precision(["default", "highest"])
     (Precision.DEFAULT, Precision.HIGHEST)
+    >>> as_precision("F32_F32_F32")
+    DotAlgorithmPreset.F32_F32_F32
     >>> as_precision("bogus")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ValueError: precision must be None, a lax.Precision or its name ('default', ...), a (lhs, rhs) pair ...
@@ -212,16 +215,20 @@ def as_precision(value: Any, name: str = "precision") -> Any:
     if value is None or isinstance(value, (lax.DotAlgorithm, lax.DotAlgorithmPreset)):
         return value
     try:
-        if isinstance(value, (list, tuple)) and len(value) == 2:
+        if isinstance(value, (list, tuple)) and len(value) == 2 and None not in value:  # lax refuses None in a pair
             return tuple(lax.Precision(v) for v in value)
-        if isinstance(value, (str, lax.Precision)):
-            return lax.Precision(value)
+        if isinstance(value, lax.Precision):
+            return value
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return lax.Precision(value)
+            return lax.DotAlgorithmPreset[value]  # a preset's name, as lax takes it: "BF16_BF16_F32"
     except (ValueError, KeyError, TypeError):
         pass
     names = tuple(p.name.lower() for p in lax.Precision)
     raise ValueError(
         f"{name} must be None, a lax.Precision or its name {names}, a (lhs, rhs) pair of them, "
-        f"or a lax.DotAlgorithm(Preset); got {value!r}"
+        f"or a lax.DotAlgorithm(Preset) or a preset's name; got {value!r}"
     )
 
 

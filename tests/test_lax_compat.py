@@ -316,6 +316,9 @@ def test_preferred_element_type_bf16_to_float32():
         "default",
         (lax.Precision.HIGHEST, lax.Precision.DEFAULT),
         ("high", "high"),
+        "tensorfloat32",
+        lax.DotAlgorithmPreset.F32_F32_F32,
+        "F32_F32_F32",  # a preset's name, as lax takes it
     ],
 )
 def test_precision(precision):
@@ -323,8 +326,17 @@ def test_precision(precision):
     lhs, rhs = random_array(rng, (2, 3, 5, 5)), random_array(rng, (4, 3, 2, 2))
     out = jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision=precision)
     assert_close(out, lax_reference(lhs, rhs, (1, 1), "VALID"))
+    grad = jax.grad(lambda rhs: jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision=precision).sum())
+    assert_close(grad(rhs), jax.grad(lambda rhs: lax_reference(lhs, rhs, (1, 1), "VALID").sum())(rhs))
+
+
+@pytest.mark.parametrize("precision", ["best", (lax.Precision.HIGHEST, None), (None, None), "f32_f32_f32"])
+def test_precision_refuses_what_lax_refuses(precision):
+    lhs, rhs = jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError):
+        lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision=precision)
     with pytest.raises(ValueError, match="precision must be None, a lax.Precision or its name"):
-        jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision="best")
+        jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", precision=precision)
 
 
 @pytest.mark.parametrize(
@@ -591,6 +603,22 @@ def test_out_sharding_is_honoured_as_lax_does(as_spec):
         ours, theirs = call(jaxconv.conv_general_dilated), call(lax.conv_general_dilated)
     assert ours.sharding == theirs.sharding and ours.sharding.spec[0] == "data"
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+@pytest.mark.parametrize(
+    "out_sharding, error, match",
+    [
+        ("bogus", TypeError, "out_sharding must be None, a NamedSharding or a PartitionSpec, got 'bogus'"),
+        (jax.sharding.PartitionSpec(), ValueError, r"out_sharding=P\(\) is a PartitionSpec, which needs a mesh"),
+    ],
+)
+def test_a_bad_out_sharding_is_refused_before_the_conv_runs(monkeypatch, out_sharding, error, match):
+    lhs, rhs = jnp.ones((1, 1, 4, 4)), jnp.ones((1, 1, 3, 3))
+    with pytest.raises((TypeError, ValueError)):
+        lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", out_sharding=out_sharding)
+    monkeypatch.setattr("jaxconv._lax_compat._apply_general", lambda *args: pytest.fail("the conv ran"))
+    with pytest.raises(error, match=match):
+        jaxconv.conv_general_dilated(lhs, rhs, (1, 1), "VALID", out_sharding=out_sharding)
 
 
 @pytest.mark.parametrize(
