@@ -135,6 +135,7 @@ def conv_general_dilated(
     geometry = conv_geometry(
         x_shape[2:], w_shape[2:], stride=strides, padding=pads, dilation=rhs_dilation, lhs_dilation=lhs_dilation
     )
+    _check_out_sharding(out_sharding)
     folded = (batch // batch_groups, channels * batch_groups) + x_shape[2:]  # what the conv sees
     spec = make_spec(
         geometry,
@@ -164,3 +165,16 @@ def _apply_general(
         x = x.reshape((batch // batch_groups, batch_groups * channels) + x.shape[3:])
     out = apply_conv(x, w, None, spec)
     return out.transpose(tuple(int(i) for i in np.argsort(out_perm)))
+
+
+def _check_out_sharding(out_sharding: Any) -> None:
+    """What lax's ``out_sharding`` takes, refused before the conv runs rather than by ``reshard`` after it."""
+    if out_sharding is None or isinstance(out_sharding, jax.sharding.NamedSharding):
+        return
+    if not isinstance(out_sharding, jax.sharding.PartitionSpec):
+        raise TypeError(f"out_sharding must be None, a NamedSharding or a PartitionSpec, got {out_sharding!r}")
+    if jax.sharding.get_abstract_mesh().empty:
+        raise ValueError(
+            f"out_sharding={out_sharding} is a PartitionSpec, which needs a mesh: call under jax.set_mesh(mesh), "
+            "or pass a NamedSharding"
+        )
