@@ -29,7 +29,6 @@ ACCELERATOR_MAX_COLS_BYTES = 2**30
 PLATFORMS = ("cpu", "gpu", "cuda", "rocm", "tpu")
 
 
-@functools.cache
 def default_max_cols_bytes(platform: str | None = None) -> int:
     """The default ``max_cols_bytes`` of a conv running on ``platform`` (default: JAX's default backend).
 
@@ -48,8 +47,15 @@ def default_max_cols_bytes(platform: str | None = None) -> int:
     True
     """
     platform = jax.default_backend() if platform is None else platform
+    if not isinstance(platform, str):
+        raise TypeError(f"platform must be a str, one of {PLATFORMS}, or None; got {platform!r}")
     if platform not in PLATFORMS:
         raise ValueError(f"platform must be one of {PLATFORMS} or None, got {platform!r}")
+    return _default_max_cols_bytes(platform)
+
+
+@functools.cache
+def _default_max_cols_bytes(platform: str) -> int:
     if platform == "cpu":
         return CPU_MAX_COLS_BYTES
     try:

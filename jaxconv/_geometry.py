@@ -71,6 +71,8 @@ def normalize_padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]
     be negative, which crops, as in ``jax.lax.conv_general_dilated``.
     """
     if isinstance(padding, (np.ndarray, jax.Array)) and padding.ndim > 0:
+        if isinstance(padding, jax.core.Tracer):  # its values shape the output: they must be known when tracing
+            raise TypeError(f"padding must be static ints, got a traced array of shape {padding.shape}")
         if not np.issubdtype(padding.dtype, np.integer):
             raise TypeError(f"padding must hold ints, got an array of dtype {padding.dtype}")
         padding = np.asarray(padding).tolist()

@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
-from jaxconv._validate import as_array, as_shape, check_choice, ntuple
+from jaxconv._validate import as_array, as_int, as_shape, check_choice, ntuple
 
 Col2imMethod = Literal["pad_add", "scatter_add"]
 COL2IM_METHODS = ("pad_add", "scatter_add")
@@ -208,14 +208,20 @@ def im2col_t(x: jax.Array, geometry: ConvGeometry) -> jax.Array:
     """phi(I)^T of the batch, images side by side: ``(N, C, *spatial) -> (C*FH*FW, N*OH*OW)``.
 
     What the conv calls: the gather's own layout, so no transpose, and every
-    GEMM of :mod:`jaxconv._conv` a plain matmul. Unchecked: ``geometry`` must
-    describe ``x`` (:func:`im2col` is the checked, per-image form).
+    GEMM of :mod:`jaxconv._conv` a plain matmul. ``geometry`` must describe
+    ``x`` (:func:`im2col` builds the geometry from its arguments).
 
     >>> x = jnp.arange(32.0).reshape(2, 1, 4, 4)
     >>> g = conv_geometry((4, 4), (3, 3))
     >>> bool((im2col_t(x, g) == im2col(x, 3).reshape(8, 9).T).all())
     True
     """
+    x = as_array(x, "x")
+    _check_geometry(geometry)
+    if x.ndim != geometry.ndim + 2 or x.shape[2:] != geometry.in_spatial:
+        raise ValueError(
+            f"x must have shape (N, C, *{geometry.in_spatial}), the input the geometry describes; got shape {x.shape}"
+        )
     batch, channels = x.shape[:2]
     return _windows(x, geometry).reshape(channels * geometry.window_size, batch * geometry.num_windows)
 
@@ -232,7 +238,8 @@ def _col2im(cols: jax.Array, geometry: ConvGeometry, method: Col2imMethod = "pad
 def col2im_t(cols_t: jax.Array, geometry: ConvGeometry, batch: int, method: Col2imMethod = "pad_add") -> jax.Array:
     """dL/dI from dL/dphi^T: ``(C*FH*FW, N*OH*OW) -> (N, C, *spatial)``, the adjoint of :func:`im2col_t`.
 
-    What the conv's backward calls; unchecked, like :func:`im2col_t`.
+    What the conv's backward calls; ``cols_t`` must have the shape
+    :func:`im2col_t` gives for ``batch`` images of the geometry.
 
     >>> g = conv_geometry((4, 4), (3, 3))
     >>> col2im_t(jnp.ones((9, 4)), g, 1)[0, 0]  # how many windows read each pixel
@@ -241,12 +248,26 @@ def col2im_t(cols_t: jax.Array, geometry: ConvGeometry, batch: int, method: Col2
            [2., 4., 4., 2.],
            [1., 2., 2., 1.]], dtype=float32)
     """
+    cols_t = as_array(cols_t, "cols_t")
+    _check_geometry(geometry)
+    batch = as_int(batch, "batch", minimum=0)
+    rows, columns = geometry.window_size, batch * geometry.num_windows
+    if cols_t.ndim != 2 or cols_t.shape[0] % rows or cols_t.shape[1] != columns:
+        raise ValueError(
+            f"cols_t must have shape (C*{rows}, {columns}) for batch={batch} and the geometry's "
+            f"{geometry.num_windows} windows of {rows} elements; got shape {cols_t.shape}"
+        )
     channels = cols_t.shape[0] // geometry.window_size
     windows = cols_t.reshape((channels,) + geometry.kernel_size + (batch,) + geometry.out_spatial)
     return _add_windows(windows, geometry, method)
 
 
-# --- public, checked API ------------------------------------------------------
+def _check_geometry(geometry: Any) -> None:
+    if not isinstance(geometry, ConvGeometry):
+        raise TypeError(f"geometry must be a ConvGeometry (from jaxconv.conv_geometry), got {type(geometry).__name__}")
+
+
+# --- public API from shapes and options -----------------------------------------
 
 
 def _checked_geometry(

@@ -293,3 +293,11 @@ def test_lax_conv_takes_conv_keywords_only():
     with pytest.raises(TypeError, match=r"lax_conv\(\) got unexpected keyword arguments \['strides'\]"):
         jaxconv.lax_conv(X, W, strides=2)
     assert jaxconv.lax_conv(X, W, stride=2, padding="SAME", backend="pallas").shape == (2, 6, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["padding", "stride", "dilation", "groups"])
+def test_a_traced_option_is_refused_by_name(name):
+    """Options shape the output, so they must be known when tracing: a traced one is named, not a JAX error."""
+    value = jnp.array([1, 1]) if name in ("padding", "stride", "dilation") else jnp.array(1)
+    with pytest.raises(TypeError, match=f"^{name} must be"):
+        jax.jit(lambda x, v: jaxconv.conv(x, jnp.ones((1, 1, 3, 3)), **{name: v}))(jnp.ones((1, 1, 4, 4)), value)

@@ -65,6 +65,9 @@ def test_default_max_cols_bytes_per_platform():
     assert resolve_max_cols_bytes(None) is None
     with pytest.raises(ValueError, match="platform must be one of"):
         default_max_cols_bytes("metal")
+    for platform in (["cpu"], 5):
+        with pytest.raises(TypeError, match="platform must be a str"):
+            default_max_cols_bytes(platform)
 
 
 def test_mesh_size():

@@ -274,3 +274,24 @@ def test_im2col_accepts_numpy_ints():
     x = jnp.arange(32.0).reshape(2, 1, 4, 4)
     expected = jaxconv.im2col(x, 3, stride=1, padding=1)
     assert bool((jaxconv.im2col(x, np.int64(3), stride=np.array([1, 1]), padding=np.array([1, 1])) == expected).all())
+
+
+def test_the_transposed_pair_checks_its_operands_against_the_geometry():
+    geometry = conv_geometry((8, 8), (3, 3))  # 36 windows of 9 elements
+    with pytest.raises(ValueError, match=r"x must have shape \(N, C, \*\(8, 8\)\).*got shape \(2, 4, 5, 5\)"):
+        jaxconv.im2col_t(jnp.ones((2, 4, 5, 5)), geometry)
+    with pytest.raises(TypeError, match="geometry must be a ConvGeometry .* got NoneType"):
+        jaxconv.im2col_t(jnp.ones((2, 4, 8, 8)), None)
+    with pytest.raises(ValueError, match=r"cols_t must have shape \(C\*9, 108\) for batch=3 .* got shape \(36, 72\)"):
+        jaxconv.col2im_t(jnp.ones((36, 72)), geometry, 3)
+    with pytest.raises(TypeError, match="batch must be an int, got float 2.0"):
+        jaxconv.col2im_t(jnp.ones((36, 72)), geometry, 2.0)
+    with pytest.raises(TypeError, match="cols_t must be an array, got None"):
+        jaxconv.col2im_t(None, geometry, 2)
+    # What they accept, they compute under jit as the checked pair does.
+    x = jnp.arange(2 * 4 * 64.0).reshape(2, 4, 8, 8)
+    cols_t = jax.jit(jaxconv.im2col_t, static_argnums=1)(x, geometry)
+    assert cols_t.shape == (36, 72)
+    np.testing.assert_array_equal(
+        jaxconv.col2im_t(cols_t, geometry, 2), jaxconv.col2im(cols_t.T.reshape(2, 36, 36), x.shape, 3)
+    )
