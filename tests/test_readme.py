@@ -5,7 +5,6 @@ import re
 
 import jax
 import numpy as np
-import pytest
 from jax import lax
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
