@@ -18,8 +18,11 @@ The convolution backend is a static field of :class:`Conv`: ``"im2col"``
 calls :func:`jaxconv.conv` (im2col + GEMM with the hand-derived custom VJP),
 ``"lax"`` calls :func:`jaxconv.lax_conv` (``jax.lax.conv_general_dilated``);
 the two have the same signature, so the backend is just which function the
-layer calls. Pooling reuses :func:`jaxconv.im2col`, as in Deep Learning from
-Scratch: the windows become rows, and each row is reduced per channel.
+layer calls. Pooling (:func:`pool`, :class:`MaxPool`, :class:`AvgPool`) reuses
+:func:`jaxconv.im2col`, as in Deep Learning from Scratch.
+
+Layers check their options when built, ``in_shape`` in ``init`` and ``params``
+and ``x`` in ``apply``, raising ``TypeError``/``ValueError`` before anything is traced.
 
 >>> model = cnn(num_classes=10)
 >>> params, out_shape = model.init(jax.random.key(0), (1, 8, 8))
@@ -33,20 +36,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxconv._api import conv, lax_conv
-from jaxconv._geometry import conv_geometry
-from jaxconv._im2col import im2col
-from jaxconv._validate import as_int, check_choice, freeze, ntuple
+from jaxconv._geometry import check_windows_fit, conv_geometry
+from jaxconv._pool import AvgPool, MaxPool, Params, Shape, check_in_shape, pool, window_options
+from jaxconv._validate import as_array, as_int, check_choice, ntuple
 
-Params = Any  # a pytree of arrays: a dict for one layer, a tuple of dicts for Sequential
-Shape = tuple[int, ...]
+__all__ = [
+    "BACKENDS", "INITS", "AvgPool", "Backend", "Conv", "Dense", "Flatten", "Init", "Layer", "MaxPool", "Params",
+    "ReLU", "Sequential", "Shape", "cnn", "pool",
+]  # fmt: skip
+
 Backend = Literal["im2col", "lax"]
 Init = Literal["he", "glorot"]
 
@@ -77,12 +82,13 @@ def _out_shape(layer: Layer, params: Params, in_shape: Shape) -> Shape:
     return tuple(jax.eval_shape(layer.apply, params, x).shape[1:])
 
 
-def _spatial_rank(in_shape: Shape, layer: str) -> int:
-    if len(in_shape) not in (2, 3, 4):
-        raise ValueError(
-            f"{layer} expects per-example inputs (C, *spatial) with 1, 2 or 3 spatial dims, got shape {in_shape}"
-        )
-    return len(in_shape) - 1
+def _weights(params: Params, layer: str) -> jax.Array:
+    """``params["w"]``, refusing params that are not the dict ``init`` returns."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{layer} params must be the dict its init returns, got {type(params).__name__}")
+    if "w" not in params:
+        raise ValueError(f"{layer} params must hold its weights 'w', got keys {sorted(params)}")
+    return as_array(params["w"], f"{layer} params['w']")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,19 +127,22 @@ class Conv:
         object.__setattr__(self, "groups", as_int(self.groups, "groups", minimum=1))
         check_choice(self.backend, BACKENDS, "backend")
         check_choice(self.init_scheme, INITS, "init_scheme")
-        for name in ("kernel_size", "stride", "padding", "dilation"):
-            object.__setattr__(self, name, freeze(getattr(self, name)))
+        options = {name: getattr(self, name) for name in ("kernel_size", "stride", "padding", "dilation")}
+        for name, value in window_options("Conv", **options).items():
+            object.__setattr__(self, name, value)
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """Returns ``({"w", "b"}, out_shape)`` for per-example inputs of shape ``(C, *spatial)``."""
-        spatial_dims = _spatial_rank(in_shape, "Conv")
-        channels = in_shape[0]
+        in_shape = check_in_shape(in_shape, "Conv", spatial=True)
+        channels, spatial = in_shape[0], in_shape[1:]
         if channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"Conv with groups={self.groups} needs C={channels} and out_channels={self.out_channels} "
                 f"divisible by groups (input shape {in_shape})"
             )
-        kernel = ntuple(self.kernel_size, spatial_dims, "kernel_size")
+        kernel = ntuple(self.kernel_size, len(spatial), "kernel_size")
+        options = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        check_windows_fit(conv_geometry(spatial, kernel, **options), what="Conv kernel")
         w_shape = (self.out_channels, channels // self.groups, *kernel)
         w = _initializer(self.init_scheme, in_axis=1, out_axis=0)(key, w_shape, jnp.float32)
         params = {"w": w, "b": jnp.zeros((self.out_channels,), jnp.float32)} if self.use_bias else {"w": w}
@@ -143,7 +152,7 @@ class Conv:
         """Convolves ``x`` of shape ``(N, C, *spatial)`` with the layer's filters."""
         return _CONV_FUNCTIONS[self.backend](
             x,
-            params["w"],
+            _weights(params, "Conv"),
             params.get("b"),
             stride=self.stride,
             padding=self.padding,
@@ -176,6 +185,7 @@ class Dense:
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """Returns ``({"w", "b"}, (out_features,))`` for inputs of shape ``(in_features,)``."""
+        in_shape = check_in_shape(in_shape, "Dense")
         if len(in_shape) != 1:
             raise ValueError(
                 f"Dense expects per-example inputs of shape (features,), got {in_shape}; put Flatten() before it"
@@ -186,7 +196,13 @@ class Dense:
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Maps ``(N, in_features)`` to ``(N, out_features)``."""
-        y = x @ params["w"]
+        w, x = _weights(params, "Dense"), as_array(x, "x")
+        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"Dense expects x of shape (N, in_features) and w of shape (in_features, out_features), "
+                f"got x of shape {x.shape} and w of shape {w.shape}"
+            )
+        y = x @ w
         return y + params["b"][None, :] if "b" in params else y
 
 
@@ -200,11 +216,11 @@ class ReLU:
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """No parameters; the shape is unchanged."""
-        return {}, tuple(in_shape)
+        return {}, check_in_shape(in_shape, "ReLU")
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Elementwise ``max(x, 0)``."""
-        return jax.nn.relu(x)
+        return jax.nn.relu(as_array(x, "x"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,108 +233,14 @@ class Flatten:
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """No parameters; the output has ``prod(in_shape)`` features."""
-        return {}, (math.prod(in_shape),)
+        return {}, (math.prod(check_in_shape(in_shape, "Flatten")),)
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Flattens everything but the batch dimension."""
+        x = as_array(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"Flatten expects x of shape (N, ...) with a batch dim, got shape {x.shape}")
         return x.reshape(x.shape[0], -1)
-
-
-def pool(
-    x: jax.Array,
-    kernel_size: int | tuple[int, ...],
-    *,
-    stride: int | tuple[int, ...] | None = None,
-    padding: Any = 0,
-    reduce: Literal["max", "mean"] = "max",
-) -> jax.Array:
-    """Max or average pooling through im2col: each window becomes a row of phi(x), reduced per channel.
-
-    As in Deep Learning from Scratch's ``Pooling`` layer: ``im2col`` gives
-    ``(N, P, C * K)`` with columns ordered ``(C, k)``, so reshaping to
-    ``(N, P, C, K)`` puts each channel's window on the last axis. Padding is
-    filled with ``-inf`` for max pooling and zeros for average pooling (the
-    zeros count in the mean, as PyTorch's default ``count_include_pad``). The
-    gradient is JAX's autodiff of the gather and the reduction.
-
-    Args:
-      x: ``(N, C, *spatial)``, 1 to 3 spatial dims.
-      kernel_size: the window, int or one int per spatial dim.
-      stride: defaults to ``kernel_size`` (non-overlapping windows).
-      padding: as in :func:`jaxconv.conv`.
-      reduce: ``"max"`` or ``"mean"``.
-
-    Returns:
-      ``(N, C, *out_spatial)``.
-
-    >>> x = jnp.arange(16.0).reshape(1, 1, 4, 4)
-    >>> pool(x, 2)[0, 0]
-    Array([[ 5.,  7.],
-           [13., 15.]], dtype=float32)
-    >>> pool(x, 2, reduce="mean")[0, 0]
-    Array([[ 2.5,  4.5],
-           [10.5, 12.5]], dtype=float32)
-    """
-    check_choice(reduce, ("max", "mean"), "reduce")
-    x = jnp.asarray(x)
-    if x.ndim not in (3, 4, 5):
-        raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
-    spatial_dims = x.ndim - 2
-    kernel = ntuple(kernel_size, spatial_dims, "kernel_size")
-    stride = kernel if stride is None else ntuple(stride, spatial_dims, "stride")
-    geometry = conv_geometry(x.shape[2:], kernel, stride=stride, padding=padding)
-    fill = -jnp.inf if reduce == "max" else 0.0
-    padded = lax.pad(x, jnp.asarray(fill, x.dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in geometry.padding])
-    cols = im2col(padded, kernel, stride=stride)
-    n, num_windows, _ = cols.shape
-    channels = x.shape[1]
-    windows = cols.reshape(n, num_windows, channels, geometry.window_size)
-    pooled = jnp.max(windows, axis=-1) if reduce == "max" else jnp.mean(windows, axis=-1)
-    return pooled.transpose(0, 2, 1).reshape(n, channels, *geometry.out_spatial)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pool:
-    """Pooling over windows of ``kernel_size`` (stride defaults to the window), reduced by ``reduce``."""
-
-    reduce: ClassVar[Literal["max", "mean"]]
-
-    kernel_size: int | tuple[int, ...] = 2
-    stride: int | tuple[int, ...] | None = None
-    padding: Any = 0
-
-    def __post_init__(self) -> None:
-        for name in ("kernel_size", "stride", "padding"):
-            object.__setattr__(self, name, freeze(getattr(self, name)))
-
-    def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
-        """No parameters; the spatial dims shrink by the stride."""
-        _spatial_rank(in_shape, type(self).__name__)
-        return {}, _out_shape(self, {}, in_shape)
-
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """Each channel's ``reduce`` over each window."""
-        return pool(x, self.kernel_size, stride=self.stride, padding=self.padding, reduce=self.reduce)
-
-
-class MaxPool(_Pool):
-    """Max pooling over windows of ``kernel_size`` (stride defaults to the window); see :func:`pool`.
-
-    >>> MaxPool(2).init(jax.random.key(0), (3, 8, 8))[1]
-    (3, 4, 4)
-    """
-
-    reduce = "max"
-
-
-class AvgPool(_Pool):
-    """Average pooling over windows of ``kernel_size`` (stride defaults to the window); see :func:`pool`.
-
-    >>> AvgPool(2).apply({}, jnp.ones((1, 1, 4, 4))).shape
-    (1, 1, 2, 2)
-    """
-
-    reduce = "mean"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,14 +258,19 @@ class Sequential:
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
+        try:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        except TypeError:
+            raise TypeError(
+                f"Sequential layers must be a sequence of layers, got {type(self.layers).__name__}"
+            ) from None
         for i, layer in enumerate(self.layers):
             if not (hasattr(layer, "init") and hasattr(layer, "apply")):
                 raise TypeError(f"layers[{i}] must have init and apply methods, got {type(layer).__name__}")
 
     def init(self, key: jax.Array, in_shape: Shape) -> tuple[Params, Shape]:
         """Initialises each layer with its own key, threading the shapes through."""
-        shape = tuple(in_shape)
+        shape = check_in_shape(in_shape, "Sequential")
         params = []
         for layer, layer_key in zip(self.layers, jax.random.split(key, max(len(self.layers), 1))):
             layer_params, shape = layer.init(layer_key, shape)
@@ -352,6 +279,8 @@ class Sequential:
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Applies the layers in order."""
+        if not isinstance(params, Sequence):
+            raise TypeError(f"Sequential params must be a tuple with one entry per layer, got {type(params).__name__}")
         if len(params) != len(self.layers):
             raise ValueError(f"params has {len(params)} entries for {len(self.layers)} layers")
         for layer, layer_params in zip(self.layers, params):

@@ -1,6 +1,5 @@
-"""Tests for jaxconv.nn: layer shapes and init, pooling against lax.reduce_window, the two conv backends."""
+"""Tests for jaxconv.nn: layer shapes and init, the two conv backends, argument checks (pooling: test_pool.py)."""
 
-import functools
 import math
 
 import jax
@@ -8,59 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax import lax
 
 from jaxconv import nn
-
-
-def _reduce_window_pool(x, kernel, stride, padding, reduce):
-    """Independent reference: lax.reduce_window, with the same fill and count_include_pad semantics."""
-    dims = (1, 1, *kernel)
-    strides = (1, 1, *stride)
-    pads = ((0, 0), (0, 0), *padding)
-    if reduce == "max":
-        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
-    return lax.reduce_window(x, 0.0, lax.add, dims, strides, pads) / math.prod(kernel)
-
-
-@pytest.mark.parametrize(
-    "shape, kernel, stride, padding",
-    [
-        ((2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0))),
-        ((2, 3, 7, 9), (3, 2), (2, 1), ((1, 1), (0, 1))),
-        ((1, 2, 10), (3,), (3,), ((2, 0),)),
-        ((1, 2, 4, 5, 6), (2, 2, 3), (1, 2, 3), ((0, 0), (1, 0), (0, 0))),
-    ],
-)
-def test_pool_matches_reduce_window_forward_and_grad(shape, kernel, stride, padding):
-    x = jax.random.normal(jax.random.key(0), shape)
-
-    def value_and_grad(fn, x, cotangent):
-        out, vjp = jax.vjp(fn, x)
-        return out, vjp(cotangent)[0]
-
-    @jax.jit
-    def compare(x):
-        results = {}
-        for reduce in ("max", "mean"):
-            ours = functools.partial(nn.pool, kernel_size=kernel, stride=stride, padding=padding, reduce=reduce)
-            reference = functools.partial(
-                _reduce_window_pool, kernel=kernel, stride=stride, padding=padding, reduce=reduce
-            )
-            cotangent = jax.random.normal(jax.random.key(1), reference(x).shape)
-            results[reduce] = (value_and_grad(ours, x, cotangent), value_and_grad(reference, x, cotangent))
-        return results
-
-    for (out, grad), (out_reference, grad_reference) in compare(x).values():
-        np.testing.assert_allclose(out, out_reference, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(grad, grad_reference, rtol=1e-6, atol=1e-6)
-
-
-def test_max_pool_padding_never_wins():
-    x = -jnp.ones((1, 1, 3, 3))  # all negative: a zero pad would be the max
-    out = nn.MaxPool(2, stride=2, padding=1).apply({}, x)
-    assert out.shape == (1, 1, 2, 2)
-    np.testing.assert_array_equal(out, -1.0)
 
 
 def test_conv_backends_agree_forward_and_backward():
@@ -149,7 +97,76 @@ def test_bad_configurations_raise_value_errors():
         nn.Sequential([nn.Conv(4, 3), nn.Dense(2)]).init(jax.random.key(0), (1, 8, 8))
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.Conv(4, 3, groups=2).init(jax.random.key(0), (3, 8, 8))
-    with pytest.raises(ValueError, match="reduce must be one of"):
-        nn.pool(jnp.ones((1, 1, 4, 4)), 2, reduce="median")
     with pytest.raises(ValueError, match="out_channels must be >= 1"):
         nn.Conv(0, 3)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: nn.Conv(4, 3, padding="bogus"), ValueError, "padding must be one of"),
+        (lambda: nn.Conv(4, 3, padding=[1, None]), TypeError, "padding must be an int"),
+        (lambda: nn.Conv(4, 3, stride=0), ValueError, "stride must be >= 1, got 0"),
+        (lambda: nn.Conv(4, 3, dilation=(1, 0)), ValueError, "dilation must be >= 1"),
+        (lambda: nn.Conv(4, "abc"), TypeError, "kernel_size must be an int"),
+        (lambda: nn.Conv(4, 3.0), TypeError, "kernel_size must be an int, got float 3.0"),
+        (lambda: nn.Conv(4, (3, 3), stride=(1, 1, 1)), ValueError, "Conv options disagree in rank"),
+        (lambda: nn.Conv(4, (3, 3, 3, 3)), ValueError, r"one entry per spatial dim \(1, 2 or 3\)"),
+    ],
+)
+def test_conv_options_are_checked_when_built(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_array_options_freeze_to_hashable_python_ints():
+    layer = nn.Conv(4, np.array([3, 3]), stride=jnp.array([1, 2]), padding=np.array([1, 1]), dilation=np.int64(1))
+    assert layer == nn.Conv(4, (3, 3), stride=(1, 2), padding=((1, 1), (1, 1)))
+    assert hash(layer) == hash(nn.Conv(4, (3, 3), stride=(1, 2), padding=[[1, 1], [1, 1]]))
+    assert all(type(v) is int for v in (*layer.kernel_size, *layer.stride, *sum(layer.padding, ()), layer.dilation))
+    assert nn.Conv(4, 3, padding="same").padding == "SAME"
+    params, out_shape = layer.init(jax.random.key(0), (2, 6, 6))
+    apply = jax.jit(lambda params, x, layer: layer.apply(params, x), static_argnames="layer")
+    assert out_shape == (4, 6, 3) and apply(params, jnp.ones((1, 2, 6, 6)), layer=layer).shape == (1, 4, 6, 3)
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape, error, match",
+    [
+        (nn.Conv(4, 3), (0, 8, 8), ValueError, r"Conv in_shape must hold sizes >= 1, got \(0, 8, 8\)"),
+        (nn.Conv(4, 3), (3, 8, 0), ValueError, "Conv in_shape must hold sizes >= 1"),
+        (nn.Dense(3), (0,), ValueError, r"Dense in_shape must hold sizes >= 1, got \(0,\)"),
+        (nn.Conv(4, 3), (3.0, 8, 8), TypeError, "Conv in_shape must be an int, got float 3.0"),
+        (nn.Dense(3), (2.5,), TypeError, "Dense in_shape must be an int, got float 2.5"),
+        (nn.Conv(4, 3), None, TypeError, "Conv in_shape must be a sequence of ints, got NoneType"),
+        (nn.Flatten(), None, TypeError, "Flatten in_shape must be a sequence"),
+        (nn.ReLU(), "abc", TypeError, "ReLU in_shape must be a sequence"),
+        (nn.Conv(4, 5), (3, 4, 4), ValueError, r"Conv kernel of spatial shape \(5, 5\) .* larger than"),
+        (nn.Conv(4, 3, stride=(1, 1, 1)), (3, 8, 8), ValueError, r"stride must have one entry per spatial dim"),
+        (nn.Sequential([nn.ReLU()]), None, TypeError, "Sequential in_shape must be a sequence"),
+    ],
+)
+def test_init_checks_in_shape_before_tracing(layer, in_shape, error, match):
+    with pytest.raises(error, match=match):
+        layer.init(jax.random.key(0), in_shape)
+
+
+def test_apply_checks_params_and_x():
+    dense = nn.Dense(3)
+    params, _ = dense.init(jax.random.key(0), (5,))
+    with pytest.raises(ValueError, match=r"x of shape \(2, 4\) and w of shape \(5, 3\)"):
+        dense.apply(params, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"x of shape \(5,\) and w of shape \(5, 3\)"):
+        dense.apply(params, jnp.ones(5))
+    with pytest.raises(ValueError, match=r"Conv params must hold its weights 'w', got keys \[\]"):
+        nn.Conv(4, 3).apply({}, jnp.ones((1, 2, 5, 5)))
+    with pytest.raises(TypeError, match="Dense params must be the dict its init returns, got NoneType"):
+        dense.apply(None, jnp.ones((2, 5)))
+    with pytest.raises(ValueError, match=r"Flatten expects x of shape \(N, ...\) with a batch dim, got shape \(\)"):
+        nn.Flatten().apply({}, jnp.float32(1))
+    with pytest.raises(TypeError, match="x must be an array, got None"):
+        nn.ReLU().apply({}, None)
+    with pytest.raises(TypeError, match="Sequential layers must be a sequence of layers, got NoneType"):
+        nn.Sequential(None)
+    with pytest.raises(TypeError, match="Sequential params must be a tuple with one entry per layer, got NoneType"):
+        nn.Sequential([nn.ReLU()]).apply(None, jnp.ones((2, 3)))
