@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -149,11 +150,11 @@ def _words_not_from_gloo(printed):
     return [token for token in tokens if token not in GLOO_WORDS and not token.isdigit()]
 
 
-def _train_in_two_processes(tmp_path, *args):
+def _start_two_processes(tmp_path, *args):
     """``jaxconv train *args`` as processes 0 and 1 of a 2-process run on 127.0.0.1 (2 CPU devices each)."""
     address = f"127.0.0.1:{_free_port()}"
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    processes = [
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
+    return [
         subprocess.Popen(
             [
                 sys.executable,
@@ -177,29 +178,47 @@ def _train_in_two_processes(tmp_path, *args):
         )  # fmt: skip
         for i in range(2)
     ]
+
+
+def _finish(processes, status=0, printed_before=""):
+    """Waits for both; checks their exit status and that process 1 stays silent. Returns what process 0 printed."""
     outputs = [process.communicate(timeout=300) for process in processes]
     for process, (_, err) in zip(processes, outputs):
         if process.returncode and "gloo" in err.lower() and "not" in err.lower():
             pytest.skip(f"multi-process CPU collectives unavailable: {err.strip().splitlines()[-1]}")
-        assert process.returncode == 0, err[-3000:]
+        assert process.returncode == status, err[-3000:]
     # Process 1 trains but leaves the talking and the writing to process 0 (gloo's own lines aside).
-    assert _words_not_from_gloo(outputs[1][0]) == []
-    return outputs[0][0]
+    assert _words_not_from_gloo(outputs[1][0] + outputs[1][1]) == []
+    return printed_before + outputs[0][0], outputs[0][1]
 
 
-def test_two_processes_on_the_loopback_address_train_and_resume_like_one_process(four_devices, tmp_path):
+def test_two_processes_on_the_loopback_address_train_stop_and_resume_like_one_process(four_devices, tmp_path):
     from jax._src.lib import _jax
 
     if not hasattr(_jax, "make_gloo_tcp_collectives"):
         pytest.skip("this jaxlib has no gloo collectives for multi-process CPU runs")
     out = tmp_path / "run"
-    printed = _train_in_two_processes(tmp_path, "--epochs", "1", "--out", str(out))
+    # Ctrl-C, as a terminal sends it to both processes, once the first epoch is done.
+    processes = _start_two_processes(tmp_path, "--epochs", "1000", "--out", str(out))
+    lines = []
+    for line in processes[0].stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/1000"):
+            for process in processes:
+                process.send_signal(signal.SIGINT)
+            break
+    printed, err = _finish(processes, status=130, printed_before="".join(lines))
     assert "devices: 4 cpu devices (2 processes), 4 examples each per step" in printed
-    assert len(json.loads((out / rundir.METRICS).read_text())["history"]) == 1
-    # Both processes read the checkpoint process 0 wrote and carry on with the second epoch.
-    _train_in_two_processes(tmp_path, "--epochs", "2", "--resume", str(out))
+    assert "Traceback" not in err and f"continue with: jaxconv train --resume {out}" in err, err
+    # Both stopped at the end of the same epoch, and process 0 saved it.
+    epochs_done = len(json.loads((out / rundir.METRICS).read_text())["history"])
+    assert 1 <= epochs_done < 1000
+
+    # Both processes read the checkpoint process 0 wrote and carry on for one more epoch.
+    _finish(_start_two_processes(tmp_path, "--epochs", str(epochs_done + 1), "--resume", str(out)))
     metrics = json.loads((out / rundir.METRICS).read_text())
     assert metrics["num_devices"] == 4 and metrics["num_processes"] == 2
+    assert len(metrics["history"]) == epochs_done + 1
     # The same 4-way split of each batch as the one-process, 4-device run: the same losses.
-    np.testing.assert_allclose(_losses(metrics["history"]), _losses(four_devices["history"]["4"]), rtol=1e-6)
+    np.testing.assert_allclose(_losses(metrics["history"][:2]), _losses(four_devices["history"]["4"]), rtol=1e-6)
     assert sorted(os.listdir(out)) == sorted([rundir.CHECKPOINT, rundir.METRICS, rundir.CURVES])

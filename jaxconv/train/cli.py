@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = _fit(args, config, resume)
         except TrainingInterrupted as interrupt:
-            _print_interrupted(interrupt)
+            if jax.process_index() == 0:  # the one that saved: the others would say "nothing saved"
+                _print_interrupted(interrupt)
             return INTERRUPTED_STATUS
         except KeyboardInterrupt:
             print("\ninterrupted before training started; nothing saved.", file=sys.stderr)
