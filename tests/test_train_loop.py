@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import signal
+import sys
+import types
 
 import jax
 import numpy as np
@@ -158,3 +160,15 @@ def test_sigint_while_saving_is_held_back_until_the_checkpoint_is_complete(tmp_p
     assert stray_files(out) == []
     resumed = fit(config, resume=True)
     assert_trees_equal(resumed.params, straight.params)
+
+
+def test_tqdm_is_imported_only_for_a_progress_bar(monkeypatch):
+    """In Jupyter without ipywidgets, importing tqdm.auto prints a warning: a run without a bar must not import it."""
+
+    class Untouchable(types.ModuleType):
+        def __getattr__(self, name):
+            raise AssertionError(f"tqdm.auto.{name} was imported by a run without a progress bar")
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", Untouchable("tqdm.auto"))
+    result = fit(small_config(epochs=1), progress=False)
+    assert len(result.history) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -363,12 +364,11 @@ def _end_epoch(run: _Run, state: RunState) -> RunState:
 
 def _save_interrupted(run: _Run, state: RunState) -> str | None:
     """After Ctrl-C: saves the state and the curves so far (a further Ctrl-C is only recorded); returns the path."""
-    config = run.config
     if not run.saves:
         return None
-    saved = rundir.save(config, state, run.steps_per_epoch, replacing=run.replacing, info=_info(run))
+    saved = rundir.save(run.config, state, run.steps_per_epoch, replacing=run.replacing, info=_info(run))
     if state.history:
-        rundir.plot_curves(state.history, os.path.join(config.out_dir, rundir.CURVES), title=_title(run))
+        rundir.plot_curves(state.history, os.path.join(run.config.out_dir, rundir.CURVES), title=_title(run))
     return saved
 
 
@@ -392,8 +392,9 @@ def _title(run: _Run) -> str:
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, description: str) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the train extra brings it; without it, epoch lines only
-        enabled = False
-    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True) if enabled else None
+    if enabled:  # imported only then: in Jupyter without ipywidgets, tqdm.auto warns on import
+        with contextlib.suppress(ImportError):  # the train extra brings tqdm; without it, epoch lines only
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True)
+    return None
