@@ -27,6 +27,7 @@ from jaxconv._validate import (
     as_dtype,
     as_int,
     as_precision,
+    check_batch_rank,
     check_choice,
     check_preferred_element_type,
     dtype_name,
@@ -104,8 +105,7 @@ def conv_spec(
     ``options``: :func:`make_spec`'s keywords (precision, preferred_element_type,
     col2im_method, max_cols_bytes, backend).
     """
-    if x.ndim not in (3, 4, 5):
-        raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
+    check_batch_rank(x.shape, "x")
     if w.ndim != x.ndim:
         raise ValueError(
             f"w must have shape (FN, C/groups, *kernel) with the rank of x: "

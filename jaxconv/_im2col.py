@@ -34,7 +34,7 @@ import numpy as np
 from jax import lax
 
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
-from jaxconv._validate import as_array, as_int, as_shape, check_choice, ntuple
+from jaxconv._validate import as_array, as_int, as_shape, check_batch_rank, check_choice, ntuple
 
 Col2imMethod = Literal["pad_add", "scatter_add"]
 COL2IM_METHODS = ("pad_add", "scatter_add")
@@ -273,10 +273,7 @@ def _check_geometry(geometry: Any) -> None:
 def _checked_geometry(
     input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any, name: str
 ) -> ConvGeometry:
-    if len(input_shape) not in (3, 4, 5):
-        raise ValueError(
-            f"{name} must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {input_shape}"
-        )
+    check_batch_rank(input_shape, name)
     try:
         kernel_size = ntuple(kernel_size, len(input_shape) - 2, "kernel_size")
     except ValueError as error:

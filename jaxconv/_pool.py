@@ -17,7 +17,7 @@ from jax import lax
 
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry, normalize_padding
 from jaxconv._im2col import im2col
-from jaxconv._validate import as_array, as_int, as_shape, check_choice, ntuple
+from jaxconv._validate import as_array, as_int, as_shape, check_batch_rank, check_choice, ntuple
 
 Params = Any  # a pytree of arrays: a dict for one layer, a tuple of dicts for Sequential
 Shape = tuple[int, ...]
@@ -139,8 +139,7 @@ def pool(
     """
     check_choice(reduce, ("max", "mean"), "reduce")
     x = as_array(x, "x")
-    if x.ndim not in (3, 4, 5):
-        raise ValueError(f"x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {x.shape}")
+    check_batch_rank(x.shape, "x")
     geometry = _pool_geometry(x.shape[2:], kernel_size, stride, padding)
     fill = jnp.asarray(_lowest(x.dtype) if reduce == "max" else 0, x.dtype)
     padded = lax.pad(x, fill, [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in geometry.padding])

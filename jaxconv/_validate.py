@@ -111,6 +111,18 @@ def as_shape(value: Any, name: str) -> tuple[int, ...]:
     return tuple(as_int(v, name, minimum=0) for v in entries)
 
 
+def check_batch_rank(shape: Sequence[int], name: str) -> None:
+    """Raises ValueError unless ``shape`` is a batch ``(N, C, *spatial)`` with 1, 2 or 3 spatial dims.
+
+    >>> check_batch_rank((2, 3, 8), "x")
+    >>> check_batch_rank((8, 8), "x")
+    Traceback (most recent call last):
+    ValueError: x must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape (8, 8)
+    """
+    if len(shape) not in (3, 4, 5):
+        raise ValueError(f"{name} must have shape (N, C, *spatial) with 1, 2 or 3 spatial dims, got shape {shape}")
+
+
 def as_array(value: Any, name: str) -> jax.Array:
     """``jnp.asarray(value)``, refusing what is not numeric data with an error that names the argument.
 
