@@ -80,15 +80,15 @@ for name, config in CONFIGS.items():
     print(f"{'':<10}OH, OW = {geometry.out_spatial}; phi is {cols.shape}")
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(15, 6.5), layout="constrained")
+fig, axes = plt.subplots(1, 4, figsize=(15, 9), layout="constrained")  # tall enough for padding 1's 49 rows
 offsets = [f"({i},{j})" for i in range(KERNEL[0]) for j in range(KERNEL[1])]
 id_colors = plt.get_cmap("viridis").with_extremes(under="white")  # ids below 1, i.e. padding, in white
 for ax, (name, (_, cols)) in zip(axes, reads.items()):
     image = ax.imshow(cols, cmap=id_colors, vmin=1, vmax=H * W, aspect="auto", interpolation="nearest")
-    if cols.shape[0] <= 25:  # small enough to print the ids
-        for (m, k), value in np.ndenumerate(cols):
-            color = "white" if 0 < value < 0.6 * H * W else "black"
-            ax.text(k, m, f"{int(value)}", ha="center", va="center", fontsize=7, color=color)
+    fontsize = 7 if cols.shape[0] <= 25 else 6  # every panel prints its ids, the 49 windows of padding 1 too
+    for (m, k), value in np.ndenumerate(cols):
+        color = "white" if 0 < value < 0.6 * H * W else "black"
+        ax.text(k, m, f"{int(value)}", ha="center", va="center", fontsize=fontsize, color=color)
     ax.set_title(f"{name}: phi is {cols.shape[0]} x {cols.shape[1]}")
     ax.set_xticks(range(len(offsets)), offsets, rotation=90)
     ax.set_xlabel("column of phi: kernel offset (kh, kw)")

@@ -28,8 +28,8 @@ from _train_helpers import (
 )
 
 from jaxconv.cli import main
-from jaxconv.train import checkpoint, cli, data, rundir
-from jaxconv.train.config import TrainConfig
+from jaxconv.train import checkpoint, cli, data, rundir, steps
+from jaxconv.train.config import RESUMABLE_CHANGES, TrainConfig, resumable_options
 from jaxconv.train.loop import TrainingInterrupted, fit
 
 
@@ -60,7 +60,7 @@ def test_cli_one_epoch_writes_metrics_curves_checkpoint_and_summary(tmp_path, ca
     assert_trees_equal(params, result.params)
     assert_trees_equal(opt_state, result.opt_state)
 
-    assert "data: digits, 64 train / 32 test images of shape (1, 8, 8), 10 classes" in printed
+    assert printed.startswith("data: digits, 64 train / 32 test images of 8x8, 1 channel; 10 classes\n")
     assert "epoch 1/1: train loss" in printed
     summary = f"test accuracy {entry['test_accuracy']:.2%} (loss {entry['test_loss']:.4f}) after 1 epoch, 4 steps"
     assert summary in printed and "1 epochs" not in printed
@@ -74,7 +74,7 @@ def test_python_m_jaxconv_train_help():
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("usage: jaxconv train")
-    for flag in ("--data", "--conv", "--optimizer", "--lr", "--epochs", "--resume", "--out", "--quiet"):
+    for flag in ("--data", "--layout", "--conv", "--optimizer", "--lr", "--epochs", "--resume", "--out", "--quiet"):
         assert flag in completed.stdout
 
 
@@ -149,7 +149,10 @@ def test_cli_trains_on_an_npz(tmp_path, capsys):
     args = ["train", "--data", path, "--epochs", "1", "--batch-size", "16", "--channels", "4", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "data: mine, 64 train / 16 test images of shape (1, 8, 8), 10 classes" in printed
+    assert (
+        printed.splitlines()[0]
+        == "data: mine, 64 train / 16 test images of 8x8, 1 channel, read as (N, H, W); 10 classes"
+    )
     metrics = json.loads((out / rundir.METRICS).read_text())
     assert metrics["config"]["data"] == path and len(metrics["history"]) == 1
     config = TrainConfig(data=path, epochs=1, batch_size=16, channels=(4,))
@@ -160,7 +163,13 @@ def test_cli_trains_on_an_npz(tmp_path, capsys):
 
 MALFORMED_NPZ = [
     ("missing", dict(y_test=None), r"missing key\(s\) y_test"),
-    ("rank", dict(x_train=np.zeros(64)), r"x_train must have shape \(N, H, W\) or \(N, C, H, W\)"),
+    ("rank", dict(x_train=np.zeros(64)), r"x_train must have shape \(N, H, W\), \(N, C, H, W\) or \(N, H, W, C\)"),
+    (
+        "ambiguous",
+        dict(x_train=np.zeros((64, 3, 8, 3)), x_test=np.zeros((16, 3, 8, 3))),
+        r"x_train has shape \(64, 3, 8, 3\), which reads two ways: channels-first \(N, C, H, W\), 3 channels of 8x3, "
+        r"or channels-last \(N, H, W, C\), 3 channels of 3x8; pass --layout NCHW or --layout NHWC",
+    ),
     ("count", dict(y_train=np.arange(63) % 10), r"y_train has 63 labels but x_train has 64 images"),
     ("labels", dict(y_test=np.zeros(16)), r"y_test must hold integer class labels"),
     ("object", dict(x_test=np.array([None] * 16, dtype=object)), r"x_test .* without pickle"),
@@ -226,7 +235,69 @@ def test_a_run_on_a_relative_data_path_resumes_from_another_folder(tmp_path, mon
     capsys.readouterr()
     write_npz(tmp_path / "elsewhere" / "mine.npz")
     assert main(["train", "--resume", out, "--epochs", "5", "--data", "mine.npz", "--quiet"]) == 2
-    assert "cannot resume with a different data" in capsys.readouterr().err
+    assert "cannot resume with a different --data" in capsys.readouterr().err
+
+
+def _channels_last_npz(path, shape, **changes):
+    rng = np.random.default_rng(0)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (64, *shape), dtype=np.uint8),
+        y_train=np.arange(64) % 10,
+        x_test=rng.integers(0, 256, (16, *shape), dtype=np.uint8),
+        y_test=np.arange(16) % 10,
+    )
+    np.savez(path, **{**arrays, **changes})
+    return str(path)
+
+
+# (64, 32, 32, 3) with 2 stages was refused as "images of 32x3 are too small"; (N, 16, 16, 3) with 1 stage trained,
+# silently, on 16 channels of 16x3.
+@pytest.mark.parametrize("shape, channels", [((32, 32, 3), ["4", "4"]), ((16, 16, 3), ["4"])])
+def test_cli_reads_channels_last_images_and_says_so_first(tmp_path, capsys, shape, channels):
+    path = _channels_last_npz(tmp_path / "rgb.npz", shape)
+    out = tmp_path / "run"
+    args = ["train", "--data", path, "--epochs", "1", "--batch-size", "16", "--channels", *channels, "--out", str(out)]
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    images = f"64 train / 16 test images of {shape[0]}x{shape[1]}, 3 channels"
+    assert first == f"data: rgb, {images}, read as channels-last (N, H, W, C); 10 classes"
+    # The saved model takes 3 channels of H x W: loading it into that template checks every shape.
+    config = rundir.read_config(out)
+    params, opt_state, key = steps.init_state(config, steps.build_model(config, 10), (3, *shape[:2]))
+    tree, _ = checkpoint.load(rundir.checkpoint_path(out), {"params": params, "opt_state": opt_state, "key": key})
+    assert tree["params"][0]["w"].shape == (4, 3, 3, 3)
+
+
+def test_cli_layout_settles_an_ambiguous_shape(tmp_path, capsys):
+    path = _channels_last_npz(tmp_path / "odd.npz", (3, 8, 3))
+    args = ["train", "--data", path, "--epochs", "1", *SMALL_ARGS]
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reads two ways" in err and "pass --layout NCHW or --layout NHWC" in err
+    assert not (tmp_path / "auto").exists()
+    readings = {"NCHW": "8x3, 3 channels, read as channels-first", "NHWC": "3x8, 3 channels, read as channels-last"}
+    for layout, read_as in readings.items():
+        assert main([*args, "--layout", layout, "--out", str(tmp_path / layout)]) == 0
+        assert read_as in capsys.readouterr().out.splitlines()[0]
+        assert rundir.read_config(tmp_path / layout).layout == layout
+    # The layout is part of the run: a resume may not change it.
+    assert main(["train", "--resume", str(tmp_path / "NCHW"), "--layout", "NHWC", "--epochs", "2"]) == 2
+    assert "cannot resume with a different --layout ('NCHW' -> 'NHWC')" in capsys.readouterr().err
+
+
+def test_cli_warns_of_a_class_with_no_training_image_naming_labels_from_1(tmp_path, capsys):
+    path = write_npz(tmp_path / "one_based.npz", y_train=np.arange(64) % 10 + 1, y_test=np.arange(16) % 10 + 1)
+    args = ["train", "--data", str(path), "--epochs", "1", "--batch-size", "16", "--channels", "4"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    first = "data: one_based, 64 train / 16 test images of 8x8, 1 channel, read as (N, H, W); 11 classes"
+    assert captured.out.splitlines()[0] == first
+    (warning,) = [line for line in captured.err.splitlines() if "warning" in line]
+    assert warning.startswith("jaxconv train: warning: y_train has no image of class 0 (of 11 classes, 0..10)")
+    assert "the labels start at 1" in warning and "subtract 1 from y_train and y_test" in warning
+    # A warning, not an error: it trains; and --quiet does not hide it.
+    assert main([*args, "--quiet", "--out", str(tmp_path / "quiet")]) == 0
+    assert "jaxconv train: warning: y_train has no image of class 0" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_missing_npz(tmp_path, capsys):
@@ -278,9 +349,52 @@ def test_resume_refuses_options_that_would_not_continue_the_same_run(tmp_path, c
             fit(small_config(out_dir=out, **change), resume=True)
     assert main(["train", "--resume", out, "--seed", "1"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("jaxconv train: error: cannot resume with a different seed (0 -> 1)")
+    assert err.startswith("jaxconv train: error: cannot resume with a different --seed (0 -> 1): only --epochs, ")
+    assert "--devices may change" in err and err.count("\n") == 1
     # The refused attempts left the checkpoint alone.
     assert checkpoint.read_metadata(rundir.checkpoint_path(out))["step"] == STEPS_PER_EPOCH
+
+
+# Every option of the run, changed on resume (what a resume does with each is checked below).
+RESUME_CHANGES = {
+    "data": ["--data", "other.npz"],
+    "layout": ["--layout", "NHWC"],
+    "conv": ["--conv", "lax"],
+    "optimizer": ["--optimizer", "sgd"],
+    "learning_rate": ["--lr", "0.1"],
+    "epochs": ["--epochs", "30"],
+    "batch_size": ["--batch-size", "8"],
+    "seed": ["--seed", "1"],
+    "channels": ["--channels", "8"],
+    "test_fraction": ["--test-fraction", "0.3"],
+    "max_train": ["--max-train", "10"],
+    "max_test": ["--max-test", "10"],
+    "dtype": ["--dtype", "bfloat16"],
+}
+
+
+def test_resume_help_and_refusal_state_the_one_list_of_options_that_may_change(tmp_path, monkeypatch):
+    listed = "--epochs, --conv, --dtype and --devices"
+    assert resumable_options(cli._flag) == listed  # the one source of both texts
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert f"only {listed} may differ from that run" in " ".join(parser.format_help().split())
+    assert set(RESUME_CHANGES) == set(cli._CLI_OPTIONS)  # a new option must be classed here too
+    saved = TrainConfig(out_dir=str(tmp_path))
+    monkeypatch.setattr(rundir, "read_config", lambda out_dir: saved)
+    for option, change in RESUME_CHANGES.items():
+        args = parser.parse_args(["--resume", str(tmp_path), *change])
+        if option in RESUMABLE_CHANGES:
+            config, resume = cli.config_from_args(args)
+            assert resume and config != saved, option
+            continue
+        with pytest.raises(ValueError) as error:
+            cli.config_from_args(args)
+        message = str(error.value)
+        assert message.startswith(f"cannot resume with a different {change[0]} ("), message
+        assert f": only {listed} may change; start a new run" in message
+    # --devices is fit's argument, not part of the saved run: nothing to refuse (test_train_parallel resumes 4 -> 1).
+    assert cli.config_from_args(parser.parse_args(["--resume", str(tmp_path), "--devices", "2"])) == (saved, True)
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):

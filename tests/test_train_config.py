@@ -47,7 +47,10 @@ def test_train_config_round_trips_through_json_and_refuses_unknown_fields():
         TrainConfig.from_dict({"epochs": 1, "momentum": 0.9})
 
 
-def test_a_resumed_run_may_change_only_epochs_conv_and_dtype():
+def test_a_resumed_run_may_change_only_epochs_conv_and_dtype_of_its_config():
     check_resumable(TrainConfig(), TrainConfig(epochs=30, conv="lax", dtype="bfloat16", out_dir="elsewhere"))
     with pytest.raises(ValueError, match=r"cannot resume with a different batch_size \(32 -> 8\), seed \(0 -> 1\)"):
         check_resumable(TrainConfig(), TrainConfig(seed=1, batch_size=8))
+    # The message lists what may change, devices (fit's argument) included, as the command's --help does.
+    with pytest.raises(ValueError, match=r"\): only epochs, conv, dtype and devices may change; start a new run"):
+        check_resumable(TrainConfig(), TrainConfig(layout="NHWC"))

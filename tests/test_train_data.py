@@ -1,9 +1,13 @@
 """Tests for jaxconv.train.data: the digits split and the checks of a user's .npz."""
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 
 from jaxconv.train import data
+from jaxconv.train.config import TrainConfig
 
 
 def _write(path, **arrays):
@@ -68,7 +72,8 @@ def test_npz_float_nchw_images_are_normalised_per_channel(tmp_path):
     rng = np.random.default_rng(1)
     arrays = _valid_arrays(rng, image_shape=(3, 4, 4), dtype=np.float64)
     arrays["x_train"][:, 1] = arrays["x_train"][:, 1] * 10 + 5
-    loaded = data.load_npz(_write(tmp_path / "rgb.npz", **arrays), num_classes=6)
+    # (12, 3, 4, 4) also reads as channels-last 3x4 RGBA images: the layout is given.
+    loaded = data.load_npz(_write(tmp_path / "rgb.npz", **arrays), layout="NCHW", num_classes=6)
     assert loaded.x_train.shape == (12, 3, 4, 4) and loaded.x_train.dtype == np.float32
     assert loaded.num_classes == 6
     np.testing.assert_allclose(loaded.x_train.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
@@ -88,13 +93,22 @@ def _replace(**changes):
 
 MALFORMED = [
     ("missing", dict(drop="y_test"), r"missing key\(s\) y_test"),
-    ("rank", _replace(x_train=np.zeros(10)), r"x_train must have shape \(N, H, W\) or \(N, C, H, W\), got \(10,\)"),
-    ("rank5", _replace(x_test=np.zeros((6, 1, 1, 5, 5))), r"x_test must have shape \(N, H, W\) or \(N, C, H, W\)"),
+    (
+        "rank",
+        _replace(x_train=np.zeros(10)),
+        r"x_train must have shape \(N, H, W\), \(N, C, H, W\) or \(N, H, W, C\), got",
+    ),
+    ("rank5", _replace(x_test=np.zeros((6, 1, 1, 5, 5))), r"x_test must have shape \(N, H, W\), \(N, C, H, W\) or"),
     ("strings", _replace(x_train=np.full((12, 5, 5), "a")), r"x_train must hold numbers .* got dtype <U1"),
     ("complex", _replace(x_test=np.zeros((6, 5, 5), complex)), r"x_test must hold numbers .* complex128"),
     ("nan", _replace(x_train=np.full((12, 5, 5), np.nan)), r"x_train contains NaN"),
     ("empty", _replace(x_train=np.zeros((0, 5, 5)), y_train=np.zeros(0, int)), r"x_train has no images"),
-    ("shape", _replace(x_test=np.zeros((6, 5, 4), np.uint8)), r"x_test images have shape \(1, 5, 4\) but x_train"),
+    ("shape", _replace(x_test=np.zeros((6, 5, 4), np.uint8)), r"x_test images have shape \(5, 4\) but x_train"),
+    (
+        "ambiguous",
+        _replace(x_train=np.zeros((12, 3, 5, 4), np.uint8), x_test=np.zeros((6, 3, 5, 4), np.uint8)),
+        r"x_train has shape \(12, 3, 5, 4\), which reads two ways: .* pass --layout NCHW or --layout NHWC",
+    ),
     ("count", _replace(y_train=np.arange(11) % 4), r"y_train has 11 labels but x_train has 12 images"),
     ("float_labels", _replace(y_test=np.zeros(6)), r"y_test must hold integer class labels, got dtype float64"),
     ("label_rank", _replace(y_train=np.zeros((12, 1), int)), r"y_train must have shape \(N,\)"),
@@ -174,3 +188,131 @@ def test_a_file_that_is_not_a_zip_is_named_as_such_not_as_pickled_data(tmp_path)
         data.load_npz(tmp_path / "absent.npz")
     with pytest.raises(ValueError, match=f"^{tmp_path} is a folder, not an .npz archive$"):
         data.load_npz(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Channels-last images, and --layout.
+
+
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((64, 32, 32, 3), "NHWC"),  # RGB, channels-last: once read as 32 channels of 32x3
+        ((600, 16, 16, 3), "NHWC"),  # once trained, silently, as 16 channels of 16x3
+        ((5, 28, 28, 1), "NHWC"),
+        ((5, 9, 9, 4), "NHWC"),
+        ((5, 3, 32, 32), "NCHW"),
+        ((5, 1, 28, 28), "NCHW"),
+        ((5, 8, 6, 6), "NCHW"),  # neither axis a channel count: channels-first, as (N, C, H, W) always was
+        ((5, 28, 28), "NHW"),
+    ],
+)
+def test_auto_reads_the_axis_of_1_3_or_4_as_channels(shape, layout):
+    assert data.image_layout(shape) == layout
+
+
+@pytest.mark.parametrize("shape", [(10, 3, 8, 3), (10, 1, 28, 1), (10, 4, 4, 4), (10, 3, 8, 4)])
+def test_auto_refuses_a_shape_that_reads_both_ways_naming_both_readings(shape):
+    _, a, b, c = shape
+    expected = (
+        f"x_train has shape {shape}, which reads two ways: channels-first (N, C, H, W), {a} channels of {b}x{c}, "
+        f"or channels-last (N, H, W, C), {c} channels of {a}x{b}; pass --layout NCHW or --layout NHWC "
+        "(layout= in Python)"
+    )
+    with pytest.raises(ValueError) as error:
+        data.image_layout(shape)
+    assert str(error.value) == expected
+    assert data.image_layout(shape, "NCHW") == "NCHW" and data.image_layout(shape, "NHWC") == "NHWC"
+
+
+def test_channels_last_images_are_transposed_once_on_load(tmp_path):
+    rng = np.random.default_rng(5)
+    nhwc = dict(
+        x_train=rng.integers(0, 256, (12, 6, 5, 3), dtype=np.uint8),
+        y_train=np.arange(12) % 4,
+        x_test=rng.integers(0, 256, (4, 6, 5, 3), dtype=np.uint8),
+        y_test=np.arange(4),
+    )
+    nchw = {**nhwc, "x_train": nhwc["x_train"].transpose(0, 3, 1, 2), "x_test": nhwc["x_test"].transpose(0, 3, 1, 2)}
+    read = data.load_npz(_write(tmp_path / "nhwc.npz", **nhwc))
+    reference = data.load_npz(_write(tmp_path / "nchw.npz", **nchw))
+    assert read.layout == "NHWC" and reference.layout == "NCHW"
+    assert read.x_train.shape == (12, 3, 6, 5) and read.x_train.flags.c_contiguous
+    np.testing.assert_array_equal(read.x_train, reference.x_train)
+    np.testing.assert_array_equal(read.x_test, reference.x_test)
+    assert (
+        read.describe() == "12 train / 4 test images of 6x5, 3 channels, read as channels-last (N, H, W, C); 4 classes"
+    )
+    # Told the layout, the same file reads the other way, as given.
+    as_nchw = data.load_npz(tmp_path / "nhwc.npz", layout="NCHW")
+    assert as_nchw.layout == "NCHW" and as_nchw.x_train.shape == (12, 6, 5, 3)
+
+
+def test_an_ambiguous_file_reads_as_the_layout_given_for_both_splits(tmp_path):
+    rng = np.random.default_rng(6)
+    arrays = dict(
+        x_train=rng.standard_normal((12, 3, 8, 3)), y_train=np.arange(12) % 4,
+        x_test=rng.standard_normal((6, 3, 8, 3)), y_test=np.arange(6) % 4,
+    )  # fmt: skip
+    path = _write(tmp_path / "ambiguous.npz", **arrays)
+    with pytest.raises(ValueError, match=r"reads two ways: .* pass --layout NCHW or --layout NHWC"):
+        data.load_npz(path)
+    assert data.load_npz(path, layout="NCHW").image_shape == (3, 8, 3)
+    assert data.load_npz(path, layout="NHWC").image_shape == (3, 3, 8)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        data.load_npz(path, layout="CHW")
+
+
+def test_a_config_and_from_arrays_read_as_the_command_does(tmp_path):
+    rng = np.random.default_rng(7)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (12, 3, 8, 3), dtype=np.uint8), y_train=np.arange(12) % 4,
+        x_test=rng.integers(0, 256, (6, 3, 8, 3), dtype=np.uint8), y_test=np.arange(6) % 4,
+    )  # fmt: skip
+    path = str(_write(tmp_path / "mine.npz", **arrays))
+    from_config = data.load_data(TrainConfig(data=path, layout="NHWC"))
+    in_memory = data.from_arrays(*(arrays[key] for key in data.NPZ_KEYS), layout="NHWC", name="mine")
+    assert from_config.image_shape == in_memory.image_shape == (3, 3, 8)
+    np.testing.assert_array_equal(from_config.x_train, in_memory.x_train)
+    with pytest.raises(ValueError, match="reads two ways"):
+        data.from_arrays(*(arrays[key] for key in data.NPZ_KEYS))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        TrainConfig(data=path, layout="nhwc")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classes with no training image.
+
+
+def _with_labels(y_train, num_classes):
+    base = data.synthetic(num_train=len(y_train), num_test=2, num_classes=num_classes)
+    return dataclasses.replace(base, y_train=np.asarray(y_train, np.int32))
+
+
+def _warnings_of(dataset):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data.warn_empty_classes(dataset)
+    assert all(issubclass(warning.category, data.DataWarning) for warning in caught)
+    return [str(warning.message) for warning in caught]
+
+
+def test_classes_with_no_training_image_are_warned_by_name():
+    assert _warnings_of(_with_labels([0, 1, 2, 3, 2], 4)) == []
+    (message,) = _warnings_of(_with_labels([0, 1, 1, 3, 4], 6))
+    assert message.startswith("y_train has no image of classes 2, 5 (of 6 classes, 0..5): the model never sees")
+    assert "start at 1" not in message
+    (message,) = _warnings_of(_with_labels([0, 100], 101))
+    assert message.startswith("y_train has no image of classes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (99 classes)")
+
+
+def test_labels_that_start_at_1_are_named_as_the_likely_cause(tmp_path):
+    rng = np.random.default_rng(8)
+    arrays = _valid_arrays(rng)
+    arrays["y_train"], arrays["y_test"] = arrays["y_train"] + 1, arrays["y_test"] + 1  # 1..4
+    loaded = data.load_npz(_write(tmp_path / "one_based.npz", **arrays))
+    assert loaded.num_classes == 5
+    (message,) = _warnings_of(loaded)
+    assert message.startswith("y_train has no image of class 0 (of 5 classes, 0..4): the model never sees it")
+    assert "the labels start at 1: labels are class indices 0..K-1" in message
+    assert "subtract 1 from y_train and y_test" in message

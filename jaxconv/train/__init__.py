@@ -5,12 +5,14 @@ The Python API, for scripts and notebooks::
     from jaxconv.train import TrainConfig, fit
     result = fit(TrainConfig(epochs=10))          # sklearn digits, conv backend "im2col"
     result.test_accuracy, result.history[-1]
+    fit(TrainConfig(), data=from_arrays(x_train, y_train, x_test, y_test))  # arrays, checked as --data's
 
 The command is a thin layer over it (:mod:`jaxconv.train.cli`)::
 
     jaxconv train                                 # digits, writes runs/digits/
     jaxconv train --conv lax                      # the same model with lax's conv
     jaxconv train --data mnist.npz --epochs 3     # your own images
+    jaxconv train --data rgb.npz --layout NHWC    # ... stored channels-last (N, H, W, C)
     jaxconv train --resume runs/digits --epochs 20
     jaxconv train --devices 4 --dtype bfloat16    # data-parallel, mixed precision
 
@@ -39,6 +41,8 @@ from jaxconv.train.cli import add_arguments as add_arguments
 from jaxconv.train.cli import run as run
 from jaxconv.train.config import TrainConfig as TrainConfig
 from jaxconv.train.data import Dataset as Dataset
+from jaxconv.train.data import DataWarning as DataWarning
+from jaxconv.train.data import from_arrays as from_arrays
 from jaxconv.train.data import load_data as load_data
 from jaxconv.train.loop import RunExistsError as RunExistsError
 from jaxconv.train.loop import TrainingInterrupted as TrainingInterrupted
@@ -51,6 +55,7 @@ from jaxconv.train.steps import evaluate as evaluate
 from jaxconv.train.steps import init_state as init_state
 
 __all__ = [
+    "DataWarning",
     "Dataset",
     "RunExistsError",
     "TrainConfig",
@@ -60,6 +65,7 @@ __all__ = [
     "build_model",
     "evaluate",
     "fit",
+    "from_arrays",
     "init_state",
     "load_data",
     "plot_curves",

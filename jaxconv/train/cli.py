@@ -8,13 +8,15 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 
 import jax
 
 from jaxconv import _interrupts as interrupts
 from jaxconv import nn
 from jaxconv.train import parallel, rundir
-from jaxconv.train.config import DTYPES, OPTIMIZERS, TrainConfig
+from jaxconv.train.config import DTYPES, LAYOUTS, OPTIMIZERS, TrainConfig, check_resumable, resumable_options
+from jaxconv.train.data import DataWarning
 from jaxconv.train.loop import RunExistsError, TrainingInterrupted, TrainResult, fit
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -23,7 +25,12 @@ ERROR_STATUS = 2
 _CLI_OPTIONS = {
     # config field: (flags, argparse keywords)
     "data": (("--data",), dict(metavar="FILE.npz", help="an .npz with x_train, y_train, x_test, y_test "
-                               "(images (N,H,W) or (N,C,H,W), uint8 or float); default: sklearn's 8x8 digits")),
+                               "(images (N,H,W), (N,C,H,W) or (N,H,W,C), uint8 or float); default: sklearn's 8x8 "
+                               "digits")),
+    "layout": (("--layout",), dict(choices=LAYOUTS, help="how --data's 4-D images are laid out: NCHW (N,C,H,W), "
+                                   "NHWC (N,H,W,C), or auto: channels-last if only the last axis is 1, 3 or 4 "
+                                   "long, channels-first otherwise, refused if both axis 1 and the last are "
+                                   "(default: auto)")),
     "conv": (("--conv",), dict(choices=nn.BACKENDS, help="conv backend: im2col (the custom VJP) or lax "
                                "(default: im2col)")),
     "optimizer": (("--optimizer",), dict(choices=OPTIMIZERS, help="default: adam")),
@@ -49,7 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="DIR", default=None, help="output directory (default: runs/digits or runs/<npz name>)"
     )
     parser.add_argument(
-        "--resume", metavar="DIR", default=None, help="continue the run saved in DIR (options given override it)"
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help=f"continue the run saved in DIR; only {resumable_options(_flag)} may differ from that run "
+        "(other options of the run are refused)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="start a new run in --out DIR even if DIR holds an earlier run"
@@ -79,7 +90,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
             raise ValueError("--resume DIR continues the run in DIR: give --out only without --resume")
         saved = rundir.read_config(args.resume)
         with _naming_flags():
-            return dataclasses.replace(saved, **given, out_dir=args.resume), True
+            config = dataclasses.replace(saved, **given, out_dir=args.resume)
+        check_resumable(saved, config, name=_flag)  # here, to name the flags; fit checks again
+        return config, True
     with _naming_flags():
         config = TrainConfig(**given)
     if args.out is not None:
@@ -93,6 +106,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     return dataclasses.replace(config, out_dir=out_dir), False
 
 
+def _flag(option: str) -> str:
+    """The flag of an option: ``learning_rate`` -> ``--lr``, ``devices`` -> ``--devices``."""
+    return _CLI_OPTIONS[option][0][0] if option in _CLI_OPTIONS else f"--{option.replace('_', '-')}"
+
+
 @contextlib.contextmanager
 def _naming_flags():
     """TrainConfig's errors name the field (``seed must be >= 0``); on the command line, name the flag."""
@@ -102,7 +120,24 @@ def _naming_flags():
         field, _, rest = str(error).partition(" ")
         if field not in _CLI_OPTIONS:
             raise
-        raise type(error)(f"{_CLI_OPTIONS[field][0][0]} {rest}") from None
+        raise type(error)(f"{_flag(field)} {rest}") from None
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Shows each :class:`DataWarning` as one ``jaxconv train: warning:`` line on stderr, from process 0 only."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def show_line(message, category, *args, **kwargs):
+            if not issubclass(category, DataWarning):
+                show(message, category, *args, **kwargs)
+            elif jax.process_index() == 0:
+                print(f"jaxconv train: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show_line
+        warnings.simplefilter("always", DataWarning)
+        yield
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
             return _error(error)
         try:
-            result = _fit(args, config, resume)
+            with _warnings_as_lines():
+                result = _fit(args, config, resume)
         except TrainingInterrupted as interrupt:
             if jax.process_index() == 0:  # the one that saved: the others would say "nothing saved"
                 _print_interrupted(interrupt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from jaxconv import nn
@@ -12,11 +13,13 @@ from jaxconv._validate import as_finite, as_int, check_choice
 
 OPTIMIZERS = ("adam", "sgd", "momentum")
 DTYPES = ("float32", "bfloat16")
+LAYOUTS = ("auto", "NCHW", "NHWC")  # how the images of an .npz are read; see jaxconv.train.data.image_layout
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1
 
-# Options that may differ between a run and its resumption; anything else would not continue the same run.
-# conv and dtype change how the same model is computed (to rounding), not what is trained.
-RESUMABLE_CHANGES = ("epochs", "conv", "dtype", "out_dir")
+# The options a resumed run may change: every other TrainConfig field would not continue the same run. conv and
+# dtype change how the same model is computed (to rounding), devices (fit's argument, not a field) only how each
+# batch is split, since checkpoints hold host arrays. out_dir is not an option here: it is the run resumed.
+RESUMABLE_CHANGES = ("epochs", "conv", "dtype", "devices")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +28,8 @@ class TrainConfig:
 
     Attributes:
       data: path of an ``.npz`` (see :func:`jaxconv.train.data.load_npz`), or None for sklearn's digits.
+      layout: how ``data``'s 4-D images are read: ``"NCHW"``, ``"NHWC"``, or ``"auto"`` (see
+        :func:`jaxconv.train.data.image_layout`).
       conv: conv backend, ``"im2col"`` (the custom VJP) or ``"lax"``.
       optimizer: ``"adam"``, ``"sgd"`` or ``"momentum"`` (SGD with momentum 0.9).
       learning_rate: the optimizer's step size.
@@ -48,6 +53,7 @@ class TrainConfig:
     """
 
     data: str | None = None
+    layout: str = "auto"
     conv: nn.Backend = "im2col"
     optimizer: str = "adam"
     learning_rate: float = 3e-3
@@ -62,6 +68,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        check_choice(self.layout, LAYOUTS, "layout")
         check_choice(self.conv, nn.BACKENDS, "conv")
         check_choice(self.dtype, DTYPES, "dtype")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
@@ -120,21 +127,36 @@ def _same(name: str, saved: TrainConfig, config: TrainConfig) -> bool:
     return a == b
 
 
-def check_resumable(saved: TrainConfig, config: TrainConfig) -> None:
+def resumable_options(name: Callable[[str], str] = str) -> str:
+    """The options a resumed run may change (:data:`RESUMABLE_CHANGES`), each as ``name`` writes it, in one phrase.
+
+    >>> resumable_options()
+    'epochs, conv, dtype and devices'
+    """
+    names = [name(option) for option in RESUMABLE_CHANGES]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig, *, name: Callable[[str], str] = str) -> None:
     """Raises ValueError naming each option that differs between ``saved`` and ``config`` but may not.
+
+    Args:
+      saved: the config of the run resumed.
+      config: the config it is resumed with.
+      name: how the message writes an option (a field name, or the command's flag).
 
     >>> check_resumable(TrainConfig(), TrainConfig(epochs=30))
     >>> check_resumable(TrainConfig(), TrainConfig(seed=1))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: cannot resume with a different seed (0 -> 1): only epochs, conv, dtype may change; ...
+    ValueError: cannot resume with a different seed (0 -> 1): only epochs, conv, dtype and devices may change; ...
     """
     changed = [
-        f"{field.name} ({getattr(saved, field.name)!r} -> {getattr(config, field.name)!r})"
+        f"{name(field.name)} ({getattr(saved, field.name)!r} -> {getattr(config, field.name)!r})"
         for field in dataclasses.fields(TrainConfig)
-        if field.name not in RESUMABLE_CHANGES and not _same(field.name, saved, config)
+        if field.name not in (*RESUMABLE_CHANGES, "out_dir") and not _same(field.name, saved, config)
     ]
     if changed:
         raise ValueError(
-            f"cannot resume with a different {', '.join(changed)}: only {', '.join(RESUMABLE_CHANGES[:-1])} "
-            "may change; start a new run (another --out) to change the rest"
+            f"cannot resume with a different {', '.join(changed)}: only {resumable_options(name)} may change; "
+            "start a new run (another --out) to change the rest"
         )

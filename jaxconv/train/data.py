@@ -8,28 +8,36 @@ int32 labels in ``[0, num_classes)``.
   real images shipped inside the package, no download), split into train and
   test by a seed, stratified by class.
 * :func:`load_npz`: an ``.npz`` with keys ``x_train, y_train, x_test, y_test``
-  (the layout of the common ``mnist.npz``), images ``(N, H, W)`` or
-  ``(N, C, H, W)``, uint8 (scaled by 1/255) or float, both splits of one
-  dtype; labels ``0 .. K-1`` for at most :data:`MAX_CLASSES` classes. Loaded
-  with ``allow_pickle=False``; every malformed input raises ``ValueError``
-  naming the key.
+  (the layout of the common ``mnist.npz``), loaded with ``allow_pickle=False``
+  and checked by :func:`from_arrays`: images ``(N, H, W)``, ``(N, C, H, W)`` or
+  ``(N, H, W, C)`` (:func:`image_layout`), uint8 (scaled by 1/255) or float;
+  labels ``0 .. K-1`` for at most :data:`MAX_CLASSES` classes. Every malformed
+  input raises ``ValueError`` naming the key; a class with no training image
+  is a :class:`DataWarning` (:func:`warn_empty_classes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 import zipfile
 
 import numpy as np
 
-from jaxconv._validate import as_int
-from jaxconv.train.config import TrainConfig
+from jaxconv._validate import as_int, check_choice
+from jaxconv.train.config import LAYOUTS, TrainConfig
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Labels are class indices 0..K-1 and the classifier has K outputs: a stray huge label must not size the model.
 MAX_CLASSES = 2**16
 _NPY_MAGIC = b"\x93NUMPY"  # how a single array's .npy file starts
+IMAGE_CHANNELS = (1, 3, 4)  # grayscale, RGB, RGBA: the axes layout="auto" takes for channels
+LAYOUT_NAMES = {"NHW": "(N, H, W)", "NCHW": "channels-first (N, C, H, W)", "NHWC": "channels-last (N, H, W, C)"}
+
+
+class DataWarning(UserWarning):
+    """The data loads, but is probably not what was meant: a class with no training image."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,11 +50,25 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     name: str
+    layout: str | None = None  # how a file's images were read (a key of LAYOUT_NAMES); None: not from a file
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         """The per-example shape ``(C, H, W)``."""
         return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> str:
+        """One line: how many images, their size and channels, how they were read, how many classes.
+
+        >>> synthetic(num_train=4, num_test=2, image_shape=(3, 5, 6)).describe()
+        '4 train / 2 test images of 5x6, 3 channels; 10 classes'
+        """
+        channels, height, width = self.image_shape
+        read_as = f", read as {LAYOUT_NAMES[self.layout]}" if self.layout else ""
+        return (
+            f"{len(self.x_train)} train / {len(self.x_test)} test images of {height}x{width}, "
+            f"{channels} channel{'s' if channels > 1 else ''}{read_as}; {self.num_classes} classes"
+        )
 
     def limit(self, max_train: int | None = None, max_test: int | None = None) -> Dataset:
         """The first ``max_train`` training and ``max_test`` test examples (None keeps all), for quick runs.
@@ -112,24 +134,58 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), 10, "digits")
 
 
+def image_layout(shape: tuple[int, ...], layout: str = "auto", *, name: str = "x_train") -> str:
+    """How images of ``shape`` are read: ``"NHW"`` (one channel), ``"NCHW"`` or ``"NHWC"``.
+
+    ``"auto"`` takes an axis of 1, 3 or 4 (grayscale, RGB, RGBA) for the channels: 4-D images are channels-last
+    if only their last axis is one, channels-first otherwise, and refused (``ValueError``) when both axis 1 and
+    the last axis are, since they read two ways. ``"NCHW"`` and ``"NHWC"`` read 4-D images so, whatever the shape.
+
+    >>> image_layout((600, 16, 16, 3)), image_layout((64, 3, 32, 32)), image_layout((64, 28, 28))
+    ('NHWC', 'NCHW', 'NHW')
+    >>> image_layout((10, 3, 8, 3))
+    Traceback (most recent call last):
+    ValueError: x_train has shape (10, 3, 8, 3), which reads two ways: channels-first (N, C, H, W), 3 channels \
+of 8x3, or channels-last (N, H, W, C), 3 channels of 3x8; pass --layout NCHW or --layout NHWC (layout= in Python)
+    """
+    check_choice(layout, LAYOUTS, "layout")
+    if len(shape) == 3:
+        return "NHW"
+    if layout != "auto":
+        return layout
+    first, last = shape[1] in IMAGE_CHANNELS, shape[-1] in IMAGE_CHANNELS
+    if first and last:
+        raise ValueError(
+            f"{name} has shape {tuple(shape)}, which reads two ways: {LAYOUT_NAMES['NCHW']}, {shape[1]} channels of "
+            f"{shape[2]}x{shape[3]}, or {LAYOUT_NAMES['NHWC']}, {shape[3]} channels of {shape[1]}x{shape[2]}; "
+            "pass --layout NCHW or --layout NHWC (layout= in Python)"
+        )
+    return "NHWC" if last else "NCHW"
+
+
 def _check_images(name: str, x: np.ndarray) -> np.ndarray:
-    """Images as float ``(N, C, H, W)``: uint8 scaled to [0, 1], other integers and floats as given."""
+    """Images as float, as stored (``(N, H, W)`` or 4-D): uint8 scaled to [0, 1], other integers and floats as given."""
     if x.ndim not in (3, 4):
-        raise ValueError(f"{name} must have shape (N, H, W) or (N, C, H, W), got {x.shape}")
+        raise ValueError(f"{name} must have shape (N, H, W), (N, C, H, W) or (N, H, W, C), got {x.shape}")
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise ValueError(f"{name} must hold numbers (uint8 or float images), got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} has no images (shape {x.shape})")
     if 0 in x.shape[1:]:
         raise ValueError(f"{name} images have an empty dimension (shape {x.shape}): channels, height and width >= 1")
-    if x.ndim == 3:
-        x = x[:, None, :, :]
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255)
     x = x.astype(np.float64 if x.dtype == np.float64 else np.float32)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
+
+
+def _to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
+    """Images of ``layout`` as ``(N, C, H, W)``, the model's layout: transposed once, here."""
+    if layout == "NHWC":
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x[:, None] if layout == "NHW" else x
 
 
 def _check_labels(name: str, y: np.ndarray, num_images: int, images_name: str) -> np.ndarray:
@@ -149,21 +205,80 @@ def _check_labels(name: str, y: np.ndarray, num_images: int, images_name: str) -
     return y
 
 
-def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Dataset:
+def from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    layout: str = "auto",
+    num_classes: int | None = None,
+    name: str = "arrays",
+) -> Dataset:
+    """Checks a user's images and labels and normalises them: :func:`load_npz` without the file.
+
+    Args:
+      x_train, x_test: images ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)``, uint8 (scaled by 1/255) or
+        float, both splits uint8 or neither.
+      y_train, y_test: integer labels ``(N,)`` in ``[0, num_classes)``.
+      layout: ``"auto"``, ``"NCHW"`` or ``"NHWC"``: how 4-D images are read (see :func:`image_layout`);
+        ``x_train`` decides, and both splits are read alike.
+      num_classes: the number of classes; by default ``max(y_train) + 1``.
+      name: what the run calls the data set.
+
+    Returns:
+      A :class:`Dataset` of ``(N, C, H, W)`` images, normalised per channel with the training mean and std.
+
+    >>> rng = np.random.default_rng(0)
+    >>> rgb = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)  # channels-last
+    >>> data = from_arrays(rgb, np.arange(6) % 3, rgb[:2], np.array([0, 2]))
+    >>> data.x_train.shape, data.layout
+    ((6, 3, 8, 8), 'NHWC')
+    """
+    x_train, y_train, x_test, y_test = (np.asarray(array) for array in (x_train, y_train, x_test, y_test))
+    images = {"x_train": _check_images("x_train", x_train), "x_test": _check_images("x_test", x_test)}
+    if (x_train.dtype == np.uint8) != (x_test.dtype == np.uint8):
+        raise ValueError(
+            f"x_train has dtype {x_train.dtype} but x_test {x_test.dtype}: uint8 images are scaled by 1/255 and "
+            "others are not, so both splits must be uint8 or neither"
+        )
+    read_as = image_layout(x_train.shape, layout)
+    if read_as != "NHW":  # x_train decides how 4-D images read, so both splits read alike
+        layout = read_as
+    nchw = {key: _to_nchw(x, image_layout(x.shape, layout, name=key)) for key, x in images.items()}
+    if nchw["x_train"].shape[1:] != nchw["x_test"].shape[1:]:
+        raise ValueError(
+            f"x_test images have shape {x_test.shape[1:]} but x_train images have shape {x_train.shape[1:]}: "
+            "both splits must have the same image shape"
+        )
+    y_train = _check_labels("y_train", y_train, len(x_train), "x_train")
+    y_test = _check_labels("y_test", y_test, len(x_test), "x_test")
+    if num_classes is None:
+        num_classes = int(y_train.max()) + 1
+    else:
+        num_classes = as_int(num_classes, "num_classes", minimum=1)
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        if int(y.max()) >= num_classes:
+            raise ValueError(
+                f"{key} has labels outside [0, num_classes) = [0, {num_classes}): found min {y.min()}, max {y.max()}"
+            )
+    x_train, x_test = normalize(nchw["x_train"], nchw["x_test"])
+    return Dataset(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name, read_as)
+
+
+def load_npz(path: str | os.PathLike, *, layout: str = "auto", num_classes: int | None = None) -> Dataset:
     """Loads and checks a user's ``.npz`` with keys ``x_train, y_train, x_test, y_test``.
 
     Args:
       path: the file, as written by ``np.savez`` (e.g. ``mnist.npz``).
+      layout: how 4-D images are read: ``"auto"``, ``"NCHW"`` or ``"NHWC"`` (see :func:`image_layout`).
       num_classes: the number of classes; by default ``max(y_train) + 1``.
 
     Returns:
-      A :class:`Dataset`, images normalised per channel with the training mean and std.
+      A :class:`Dataset` named after the file.
 
     Raises:
-      ValueError: naming the key, for a missing key, an object array, images not
-        ``(N, H, W)`` or ``(N, C, H, W)`` or not numeric, labels not ``(N,)``
-        integers in ``[0, num_classes)``, image/label count mismatches, or train
-        and test images of different shapes.
+      ValueError: naming the key: a missing key, an object array, arrays that :func:`from_arrays` refuses.
 
     >>> import tempfile
     >>> rng = np.random.default_rng(0)
@@ -176,7 +291,7 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Data
     >>> np.savez(path, x_train=np.zeros(10), y_train=np.arange(6) % 3, x_test=np.zeros((2, 5, 5)), y_test=[0, 2])
     >>> load_npz(path)
     Traceback (most recent call last):
-    ValueError: x_train must have shape (N, H, W) or (N, C, H, W), got (10,)
+    ValueError: x_train must have shape (N, H, W), (N, C, H, W) or (N, H, W, C), got (10,)
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -212,33 +327,8 @@ def load_npz(path: str | os.PathLike, *, num_classes: int | None = None) -> Data
             except ValueError as error:  # an object array: it would need pickle
                 raise ValueError(f"{key} in {path} cannot be loaded without pickle: {error}") from None
 
-    x_train = _check_images("x_train", arrays["x_train"])
-    x_test = _check_images("x_test", arrays["x_test"])
-    dtypes = (arrays["x_train"].dtype, arrays["x_test"].dtype)
-    if (dtypes[0] == np.uint8) != (dtypes[1] == np.uint8):
-        raise ValueError(
-            f"x_train has dtype {dtypes[0]} but x_test {dtypes[1]}: uint8 images are scaled by 1/255 and others "
-            "are not, so both splits must be uint8 or neither"
-        )
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
-            f"x_test images have shape {x_test.shape[1:]} but x_train images have shape {x_train.shape[1:]} "
-            "(as (C, H, W)); both splits must have the same image shape"
-        )
-    y_train = _check_labels("y_train", arrays["y_train"], x_train.shape[0], "x_train")
-    y_test = _check_labels("y_test", arrays["y_test"], x_test.shape[0], "x_test")
-    if num_classes is None:
-        num_classes = int(y_train.max()) + 1
-    else:
-        num_classes = as_int(num_classes, "num_classes", minimum=1)
-    for name, y in (("y_train", y_train), ("y_test", y_test)):
-        if int(y.max()) >= num_classes:
-            raise ValueError(
-                f"{name} has labels outside [0, num_classes) = [0, {num_classes}): found min {y.min()}, max {y.max()}"
-            )
-    x_train, x_test = normalize(x_train, x_test)
     name = os.path.splitext(os.path.basename(path))[0]
-    return Dataset(x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32), num_classes, name)
+    return from_arrays(*(arrays[key] for key in NPZ_KEYS), layout=layout, num_classes=num_classes, name=name)
 
 
 def synthetic(
@@ -270,8 +360,38 @@ def load_data(config: TrainConfig) -> Dataset:
     (100, 1, 8, 8)
     """
     data = (
-        load_npz(config.data)
+        load_npz(config.data, layout=config.layout)
         if config.data is not None
         else load_digits(test_fraction=config.test_fraction, seed=config.seed)
     )
     return data.limit(config.max_train, config.max_test)
+
+
+def warn_empty_classes(data: Dataset) -> None:
+    """Warns (:class:`DataWarning`) naming the classes with no training image, and labels starting at 1.
+
+    A warning, not an error: a subset of a data set may lack a class (``--max-train`` of a sorted set), and the
+    model trains; but it never sees that class, so it learns never to predict it.
+
+    >>> data = dataclasses.replace(synthetic(num_train=4, num_classes=4), y_train=np.array([1, 2, 3, 3]))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_empty_classes(data)
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    y_train has no image of class 0 (of 4 classes, 0..3): ... the labels start at 1: ... subtract 1 ...
+    """
+    empty = np.flatnonzero(np.bincount(data.y_train, minlength=data.num_classes) == 0)
+    if not empty.size:
+        return
+    them = "them" if empty.size > 1 else "it"
+    listed = ", ".join(map(str, empty[:10])) + (f", ... ({empty.size} classes)" if empty.size > 10 else "")
+    message = (
+        f"y_train has no image of class{'es' if empty.size > 1 else ''} {listed} (of {data.num_classes} classes, "
+        f"0..{data.num_classes - 1}): the model never sees {them}, so it learns never to predict {them}"
+    )
+    if empty[0] == 0 and int(data.y_train.min()) == 1:
+        message += (
+            "; the labels start at 1: labels are class indices 0..K-1, so if yours number the classes from 1, "
+            "subtract 1 from y_train and y_test"
+        )
+    warnings.warn(message, DataWarning, stacklevel=2)

@@ -17,7 +17,7 @@ from jaxconv import _interrupts as interrupts
 from jaxconv import nn
 from jaxconv.train import parallel, rundir, steps
 from jaxconv.train.config import TrainConfig
-from jaxconv.train.data import Dataset, load_data
+from jaxconv.train.data import Dataset, load_data, warn_empty_classes
 from jaxconv.train.rundir import RunState
 
 
@@ -123,7 +123,7 @@ def fit(
         Without it (and without ``resume``) that is an error, so no saved run is lost by accident.
       progress: show a tqdm progress bar per epoch.
       log: called with one line per epoch when there is no progress bar, and with the run's set-up.
-      data: use this data set instead of loading the config's (for notebooks and tests).
+      data: use this data set instead of loading the config's (such as :func:`~jaxconv.train.data.from_arrays`'s).
       devices: train data-parallel on this many devices of each process (None: all local devices); see
         :mod:`jaxconv.train.parallel`. A multi-process run calls ``jax.distributed.initialize`` first.
 
@@ -242,10 +242,8 @@ def _prepare(
 
 def _log_setup(run: _Run, state: RunState, log: Callable[[str], None], *, resume: bool) -> None:
     config, data = run.config, run.data
-    log(
-        f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test images of shape {data.image_shape}, "
-        f"{data.num_classes} classes"
-    )
+    log(f"data: {data.name}, {data.describe()}")
+    warn_empty_classes(data)
     log(f"devices: {parallel.describe(run.mesh)}, {config.batch_size // run.mesh.size} examples each per step")
     num_params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
     log(
