@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxconv._budget import batch_devices, resolve_max_cols_bytes
-from jaxconv._conv import ConvSpec, add_bias, apply_conv, integer_gemm_for
+from jaxconv._contraction import contraction_for
+from jaxconv._conv import ConvSpec, add_bias, apply_conv
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
 from jaxconv._validate import (
@@ -85,8 +86,22 @@ def make_spec(
         max_cols_bytes=resolve_max_cols_bytes(max_cols_bytes),
         devices=batch_devices(x, batch_axis),
         backend=resolve_backend(backend, geometry, groups, x.dtype, x_shape, w_shape),
-        integer_gemm=integer_gemm_for(jax.default_backend()),
+        contraction=contraction_for(jax.default_backend(), x.dtype, w_shape[1], w_shape[0] // groups),
     )
+
+
+def check_dtypes(x: jax.Array, w: jax.Array, b: jax.Array | None) -> None:
+    """x, w and b share one floating or complex dtype: what the friendly convs differentiate."""
+    for name, array in (("x", x), ("w", w)) + ((("b", b),) if b is not None else ()):
+        if not jnp.issubdtype(array.dtype, jnp.inexact):
+            raise TypeError(
+                f"{name} must be floating or complex to differentiate, got dtype {array.dtype}; "
+                "cast it first (for integer convolution use jaxconv.conv_general_dilated)"
+            )
+    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise TypeError(
+            f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}" + (f", b {b.dtype}" if b is not None else "")
+        )
 
 
 def conv_spec(
@@ -111,16 +126,7 @@ def conv_spec(
             f"w must have shape (FN, C/groups, *kernel) with the rank of x: "
             f"x has shape {x.shape}, w has shape {w.shape}"
         )
-    for name, array in (("x", x), ("w", w)) + ((("b", b),) if b is not None else ()):
-        if not jnp.issubdtype(array.dtype, jnp.inexact):
-            raise TypeError(
-                f"{name} must be floating or complex to differentiate, got dtype {array.dtype}; "
-                "cast it first (for integer convolution use jaxconv.conv_general_dilated)"
-            )
-    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
-        raise TypeError(
-            f"x, w and b must share a dtype, got x {x.dtype}, w {w.dtype}" + (f", b {b.dtype}" if b is not None else "")
-        )
+    check_dtypes(x, w, b)
     groups = as_int(groups, "groups", minimum=1)
     channels, fn, per_group = x.shape[1], w.shape[0], w.shape[1]
     if fn % groups:

@@ -52,11 +52,16 @@ import numpy as np
 
 from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks, under_auto_axes
 from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
+from jaxconv._contraction import (
+    Contraction,
+    multiply_reduce_filter_grad,
+    multiply_reduce_forward,
+    multiply_reduce_input_grad,
+)
 from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import Col2imMethod, col2im_t, im2col_t
 
 Backend = Literal["xla", "pallas"]
-IntegerGemm = Literal["dot", "multiply_reduce"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +81,7 @@ class ConvSpec:
     max_cols_bytes: int | None = CPU_MAX_COLS_BYTES
     devices: int = 1
     backend: Backend = "xla"
-    integer_gemm: IntegerGemm = "dot"
+    contraction: Contraction = "gemm"
 
     def __post_init__(self):
         if not isinstance(self.preferred_element_type, (str, type(None))):
@@ -110,36 +115,14 @@ def _grouped(phi_t: jax.Array, groups: int) -> jax.Array:
     return phi_t.reshape(groups, phi_t.shape[0] // groups, phi_t.shape[1])
 
 
-def _multiply_reduce(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Array:
-    """``(G, O, J) x (G, J, M) -> (G, O, M)``, exactly, for integers and bool, without a GEMM.
-
-    cuBLAS has no GEMM for most integer types (int16 inputs raise "GEMM is not
-    supported by cublasLt", bool ones crash), so on GPUs integer convolutions
-    multiply and reduce, which XLA fuses into one reduction. Products and sums
-    wrap in ``out_dtype`` as lax's integer convolution does; bool is the OR of ANDs.
-    """
-    acc = jnp.int32 if out_dtype == jnp.bool_ else out_dtype
-    total = jnp.sum(a.astype(acc)[..., None] * b.astype(acc)[:, None], axis=2, dtype=acc)
-    return total != 0 if out_dtype == jnp.bool_ else total
-
-
-def integer_gemm_for(platform: str) -> IntegerGemm:
-    """How integer and bool GEMMs run on ``platform``: GPUs multiply and reduce (:func:`_multiply_reduce`)."""
-    return "multiply_reduce" if platform in ("gpu", "cuda", "rocm") else "dot"
-
-
 def forward_gemm(
     phi_t: jax.Array,
     w_flat: jax.Array,
     *,
     precision: Any = None,
     preferred_element_type: Any = None,
-    integer_gemm: IntegerGemm = "dot",
 ) -> jax.Array:
     """O_f = phi(I) F_f, computed as O_f^T = F_f^T phi^T: ``(C*K, M) x (G, J, FN/G) -> (G, FN/G, M)``.
-
-    ``integer_gemm="multiply_reduce"`` computes integer and bool products
-    without a GEMM (what GPUs need, see :func:`_multiply_reduce`).
 
     >>> phi = jnp.arange(6.0).reshape(3, 2)        # M=3 windows, C*K=2
     >>> f_f = jnp.array([[1.0], [10.0]])[None]     # one group, FN=1
@@ -148,16 +131,17 @@ def forward_gemm(
     """
     # F_f^T is W's own row-major layout, which XLA's CPU GEMM reads fastest (RESULTS.md, "Design choices").
     w_flat_t, phi_t = w_flat.swapaxes(1, 2), _grouped(phi_t, w_flat.shape[0])
-    if integer_gemm == "multiply_reduce" and not jnp.issubdtype(phi_t.dtype, jnp.inexact):
-        out_dtype = phi_t.dtype if preferred_element_type is None else jnp.dtype(preferred_element_type)
-        return _multiply_reduce(w_flat_t, phi_t, out_dtype)
     return jnp.einsum(
         "goj,gjm->gom", w_flat_t, phi_t, precision=precision, preferred_element_type=preferred_element_type
     )
 
 
 def filter_grad(
-    phi_t: jax.Array, dout_t: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+    phi_t: jax.Array,
+    dout_t: jax.Array,
+    *,
+    precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """dL/dF_f = phi(I)^T dL/dO_f (from the note's Eq. 1), summed over all rows (every image): ``-> (G, J, FN/G)``.
 
@@ -177,7 +161,11 @@ def filter_grad(
 
 
 def cols_grad(
-    dout_t: jax.Array, w_flat: jax.Array, *, precision: Any = None, preferred_element_type: Any = None
+    dout_t: jax.Array,
+    w_flat: jax.Array,
+    *,
+    precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """dL/dphi(I) = dL/dO_f F_f^T (from the note's Eq. 2), as its transpose F_f dL/dO_f^T: ``-> (C*K, M)``.
 
@@ -236,7 +224,7 @@ def phi_bytes_per_image(spec: ConvSpec, channels: int, x_dtype: Any) -> int:
 
 
 def chunk_size(spec: ConvSpec, x_shape: tuple[int, ...], x_dtype: Any) -> int | None:
-    """Images per chunk of this conv's phi(I) (None: the whole batch at once)."""
+    """Images per chunk of this conv's phi(I) (None: the whole batch at once); ``x_shape`` starts ``(N, C)``."""
     batch, channels = x_shape[:2]
     per_image = phi_bytes_per_image(spec, channels, x_dtype)
     return batch_chunk(batch, per_image, spec.max_cols_bytes, multiple=math.gcd(batch, spec.devices))
@@ -248,9 +236,52 @@ def _w_first(precision: Any) -> Any:
 
 
 def _accumulation_dtype(dtype: Any) -> np.dtype:
-    """Where dL/dW sums over the chunks: float32 for half-precision floats, whose sums would drift."""
+    """Where sums of many terms run: float32 for half-precision floats, whose sums would drift."""
     dtype = np.dtype(dtype)
     return np.dtype(np.float32) if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4 else dtype
+
+
+# --- the note's steps on one chunk of images ---------------------------------------
+
+
+def _apply_filters(spec: ConvSpec, phi_t: jax.Array, w_flat: jax.Array, batch: int, dtype: Any) -> jax.Array:
+    """O = phi(I) F_f, laid out as ``(N, FN, *out)`` in ``dtype`` (None: the operands')."""
+    options = dict(precision=_w_first(spec.precision), preferred_element_type=dtype)
+    return to_output(forward_gemm(phi_t, w_flat, **options), spec.geometry, batch)
+
+
+def _spread(spec: ConvSpec, dout_t: jax.Array, w_flat: jax.Array, batch: int, dtype: Any) -> jax.Array:
+    """col2im(dL/dO_f F_f^T) (Eq. 2, then col2im) as ``(N, C, *in)`` in ``dtype``.
+
+    Half-precision dL/dphi stays in float32 until col2im has summed the overlapping windows, as lax sums.
+    """
+    acc = _accumulation_dtype(dtype)
+    options = dict(precision=_w_first(spec.precision), preferred_element_type=acc)
+    dphi_t = cols_grad(dout_t, w_flat, **options)  # Eq. 2: dL/dO_f F_f^T
+    return col2im_t(dphi_t, spec.geometry, batch, spec.col2im_method).astype(dtype)  # col2im(dL/dphi)
+
+
+def _filter_grad_and(spec, x, w_shape, dout, step):
+    """Eq. 1 over the chunks of the batch, summed in float32 for half types, and ``step`` of each chunk.
+
+    ``step(phi_t, dout_t, batch)`` computes the chunk's other gradient from the same phi(I) and dL/dO_f.
+    Returns ``(step's outputs for the whole batch, dL/dW)``.
+    """
+    dw_dtype = _accumulation_dtype(dout.dtype)
+
+    def chunk_backward(dw_flat, x_chunk, dout_chunk):
+        phi_t = im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
+        dout_t = from_output(dout_chunk, spec.geometry, spec.groups)  # dL/dO_f^T
+        # Eq. 1: phi(I)^T dL/dO_f, summed over the chunks in dw_dtype
+        options = dict(precision=spec.precision, preferred_element_type=dw_dtype)
+        dw_flat = dw_flat + filter_grad(phi_t, dout_t, **options)
+        return dw_flat, step(phi_t, dout_t, x_chunk.shape[0])
+
+    groups, fn = spec.groups, w_shape[0]
+    dw_flat = jnp.zeros((groups, math.prod(w_shape[1:]), fn // groups), dw_dtype)
+    dw_flat = match_varying_axes(dw_flat, x, dout)[0]  # inside shard_map the loop's carry varies like its inputs
+    dw_flat, other = over_batch_chunks(chunk_backward, dw_flat, [x, dout], chunk_size(spec, x.shape, x.dtype))
+    return other, unflatten_filters(dw_flat, w_shape)
 
 
 # --- forward and backward, XLA backend ----------------------------------------------
@@ -264,13 +295,13 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
         return _pallas.fused_forward(
             x, w, spec.geometry, spec.groups, preferred_element_type=spec.preferred_element_type
         )
+    if spec.contraction == "multiply_reduce":  # phi never written: no chunks needed
+        return multiply_reduce_forward(x, w, spec.geometry, spec.groups, spec.preferred_element_type)
     w_flat = flatten_filters(w, spec.groups)  # F_f
-    options = dict(precision=_w_first(spec.precision), preferred_element_type=spec.preferred_element_type)
 
     def chunk_forward(carry, x_chunk):
         phi_t = im2col_t(x_chunk, spec.geometry)  # phi(I)^T
-        out_t = forward_gemm(phi_t, w_flat, **options, integer_gemm=spec.integer_gemm)  # O_f = phi(I) F_f
-        return carry, to_output(out_t, spec.geometry, x_chunk.shape[0])
+        return carry, _apply_filters(spec, phi_t, w_flat, x_chunk.shape[0], spec.preferred_element_type)
 
     _, out = over_batch_chunks(chunk_forward, (), [x], chunk_size(spec, x.shape, x.dtype))
     return out
@@ -283,33 +314,59 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
 
         dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups)
         return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
+    if spec.contraction == "multiply_reduce":
+        dx = multiply_reduce_input_grad(dout, w, spec.geometry, spec.groups, dout.dtype)
+        return dx, multiply_reduce_filter_grad(x, dout, spec.geometry, spec.groups)
     w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
-    dw_dtype = _accumulation_dtype(dout.dtype)
+    step = lambda phi_t, dout_t, batch: _spread(spec, dout_t, w_flat, batch, dout.dtype)  # Eq. 2 + col2im
+    return _filter_grad_and(spec, x, w.shape, dout, step)
 
-    def chunk_backward(dw_flat, x_chunk, dout_chunk):
-        phi_t = im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
-        dout_t = from_output(dout_chunk, spec.geometry, spec.groups)  # dL/dO_f^T
-        # Eq. 1: phi(I)^T dL/dO_f, summed over the chunks in dw_dtype
-        dw_flat = dw_flat + filter_grad(phi_t, dout_t, precision=spec.precision, preferred_element_type=dw_dtype)
-        # Eq. 2: dL/dO_f F_f^T
-        dphi_t = cols_grad(dout_t, w_flat, precision=_w_first(spec.precision), preferred_element_type=dout.dtype)
-        dx = col2im_t(dphi_t, spec.geometry, x_chunk.shape[0], spec.col2im_method)  # col2im(dL/dphi)
-        return dw_flat, dx
 
-    dw_flat = jnp.zeros_like(w_flat, dtype=dw_dtype)
-    dw_flat, dx = over_batch_chunks(chunk_backward, dw_flat, [x, dout], chunk_size(spec, x.shape, x.dtype))
-    return dx, unflatten_filters(dw_flat, w.shape)
+def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array:
+    """The transposed conv, the note read backwards: ``col2im(d_f F_f^T)``, the conv's dL/dI with d as dL/dO.
+
+    ``spec`` describes the conv whose input gradient this is: ``d`` is shaped like its output
+    ``(N, FN, *out)``, ``w`` like its filters, and the result like its input ``(N, C, *in)``.
+    """
+    dtype = d.dtype if spec.preferred_element_type is None else np.dtype(spec.preferred_element_type)
+    if spec.contraction == "multiply_reduce":
+        return multiply_reduce_input_grad(d, w, spec.geometry, spec.groups, dtype)
+    w_flat = flatten_filters(w, spec.groups)  # F_f
+
+    def chunk_forward(carry, d_chunk):
+        d_t = from_output(d_chunk, spec.geometry, spec.groups)
+        return carry, _spread(spec, d_t, w_flat, d_chunk.shape[0], dtype)
+
+    image = (d.shape[0], w.shape[1] * spec.groups)  # (N, C) of the images the result holds
+    _, out = over_batch_chunks(chunk_forward, (), [d], chunk_size(spec, image, d.dtype))
+    return out
+
+
+def _transposed_backward(spec: ConvSpec, dy: jax.Array, w: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The transposed conv's VJP: dL/dd is the conv's forward on dL/dY, phi(dY) F_f; dL/dW is Eq. 1, phi(dY)^T d_f.
+
+    Both read one phi(dY) per chunk.
+    """
+    if spec.contraction == "multiply_reduce":
+        dd = multiply_reduce_forward(dy, w.astype(dy.dtype), spec.geometry, spec.groups)
+        return dd, multiply_reduce_filter_grad(dy, d.astype(dy.dtype), spec.geometry, spec.groups)
+    w_flat = flatten_filters(w, spec.groups).astype(dy.dtype)  # F_f
+    step = lambda phi_t, d_t, batch: _apply_filters(spec, phi_t, w_flat, batch, dy.dtype)  # O_f = phi F_f
+    return _filter_grad_and(spec, dy, w.shape, d.astype(dy.dtype), step)
 
 
 def _under_vmap_budget(fn, *, fold_batch: bool = False):
-    """``fn(spec, *arrays)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._batching`)."""
+    """``fn(spec, images, w, ...)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._batching`).
+
+    phi(I) is of images with ``w.shape[1] * groups`` channels, whichever the first array holds.
+    """
 
     @functools.wraps(fn)
     def wrapped(spec: ConvSpec, *arrays):
-        if spec.backend != "xla" or spec.max_cols_bytes is None:
+        if spec.backend != "xla" or spec.max_cols_bytes is None or spec.contraction == "multiply_reduce":
             return fn(spec, *arrays)
-        x = arrays[0]
-        per_item = x.shape[0] * phi_bytes_per_image(spec, x.shape[1], x.dtype)
+        first, w = arrays[:2]
+        per_item = first.shape[0] * phi_bytes_per_image(spec, w.shape[1] * spec.groups, first.dtype)
         call = budget_under_vmap(functools.partial(fn, spec), per_item, spec.max_cols_bytes, fold_batch=fold_batch)
         return call(*arrays)
 
@@ -318,6 +375,8 @@ def _under_vmap_budget(fn, *, fold_batch: bool = False):
 
 forward = _under_vmap_budget(_forward, fold_batch=True)  # images in, images out: a vmapped axis is more images
 backward = _under_vmap_budget(_backward)  # dL/dW is each vmapped call's own: chunks of vmapped calls
+transposed_forward = _under_vmap_budget(_transposed_forward, fold_batch=True)
+transposed_backward = _under_vmap_budget(_transposed_backward)
 
 
 # --- the custom VJP --------------------------------------------------------------

@@ -161,29 +161,52 @@ def _unwindows(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
     return unpad_input(padded.swapaxes(0, 1), geometry)
 
 
-def _pad_add(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
-    """Scatter-free transpose of :func:`_windows`: one strided pad per kernel offset, all summed.
+def window_slabs(x: jax.Array, geometry: ConvGeometry) -> list[jax.Array]:
+    """phi(I)'s columns for each kernel offset, read by slices: ``(N, C, *spatial) -> K x (N, C, *out)``.
+
+    Kernel offset ``k`` reads padded pixels ``o * stride + k * dilation``: one
+    strided slice of the padded input, the box :func:`_windows` gathers. As
+    slices, XLA fuses them into whatever consumes them, so phi is never written
+    (what the multiply-reduce contraction needs, :mod:`jaxconv._contraction`).
+    """
+    padded = pad_input(x, geometry)
+    span = window_span(geometry)
+    slabs = []
+    for start in window_starts(geometry).reshape(-1, geometry.ndim):
+        begin = (0, 0) + tuple(int(i) for i in start)
+        end = padded.shape[:2] + tuple(b + n for b, n in zip(begin[2:], span))
+        slabs.append(lax.slice(padded, begin, end, (1, 1) + geometry.stride))
+    return slabs
+
+
+def add_slabs(slabs: list[jax.Array], geometry: ConvGeometry) -> jax.Array:
+    """The adjoint of :func:`window_slabs`: col2im as one strided pad per kernel offset, all summed.
 
     Kernel offset ``k`` of window ``o`` read padded position
     ``o * stride + k * dilation``; a ``lax.pad`` with low pad ``k * dilation``
     and interior pad ``stride - 1`` puts that offset's slab exactly there.
-    ``(C, *kernel, N, *out) -> (N, C, *spatial)``.
+    ``K x (A, B, *out) -> (A, B, *spatial)``, whichever two leading axes the slabs have.
     """
-    if windows.size == 0:
-        channels, batch = windows.shape[0], windows.shape[1 + geometry.ndim]
-        return unpad_input(jnp.zeros((batch, channels) + geometry.padded_spatial, windows.dtype), geometry)
-    zero = jnp.zeros((), windows.dtype)
+    leading = slabs[0].shape[:2]
+    if slabs[0].size == 0:
+        return unpad_input(jnp.zeros(leading + geometry.padded_spatial, slabs[0].dtype), geometry)
+    zero = jnp.zeros((), slabs[0].dtype)
     placed = []
-    for offset in np.ndindex(*geometry.kernel_size):
+    for slab, offset in zip(slabs, np.ndindex(*geometry.kernel_size)):
         config = [(0, 0, 0), (0, 0, 0)]
         for o, s, d, k, p in zip(
             geometry.out_spatial, geometry.stride, geometry.dilation, offset, geometry.padded_spatial
         ):
             config.append((k * d, p - k * d - ((o - 1) * s + 1), s - 1))
-        placed.append(lax.pad(windows[(slice(None),) + offset], zero, config))
+        placed.append(lax.pad(slab, zero, config))
     # One sum over the stacked slabs rather than a chain of adds: a cheaper fused loop (RESULTS.md, "Design choices").
-    total = jnp.stack(placed).sum(axis=0)
-    return unpad_input(total.swapaxes(0, 1), geometry)
+    return unpad_input(jnp.stack(placed).sum(axis=0), geometry)
+
+
+def _pad_add(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
+    """Scatter-free transpose of :func:`_windows`: :func:`add_slabs` of its ``(C, N, *out)`` slab per offset."""
+    slabs = [windows[(slice(None),) + offset] for offset in np.ndindex(*geometry.kernel_size)]
+    return add_slabs(slabs, geometry).swapaxes(0, 1)
 
 
 def _add_windows(windows: jax.Array, geometry: ConvGeometry, method: Col2imMethod) -> jax.Array:

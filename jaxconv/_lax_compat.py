@@ -21,12 +21,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jaxconv._api import make_spec
 from jaxconv._conv import ConvSpec, apply_conv
-from jaxconv._geometry import conv_geometry
+from jaxconv._geometry import conv_geometry, dilate_dim
+from jaxconv._transpose import apply_conv_transpose, primal_filters, transposed_route
 from jaxconv._validate import as_array, as_int, ntuple
 
 
@@ -136,19 +138,17 @@ def conv_general_dilated(
         x_shape[2:], w_shape[2:], stride=strides, padding=pads, dilation=rhs_dilation, lhs_dilation=lhs_dilation
     )
     _check_out_sharding(out_sharding)
-    folded = (batch // batch_groups, channels * batch_groups) + x_shape[2:]  # what the conv sees
-    spec = make_spec(
-        geometry,
-        groups,
-        lhs,
-        folded,
-        w_shape,
-        batch_axis=lhs_perm[0],
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-        backend="auto",
-    )
-    out = _apply_general(lhs, rhs, spec, (lhs_perm, rhs_perm, out_perm), batch_groups)
+    options = dict(batch_axis=lhs_perm[0], precision=precision, preferred_element_type=preferred_element_type)
+    perms = (lhs_perm, rhs_perm, out_perm)
+    primal = transposed_route(geometry, batch_groups, lhs.dtype)
+    if primal is not None:  # the input-gradient of a conv: computed as the note's Eq. 2 and col2im
+        primal_w_shape = (groups * in_features, out_features // groups) + w_shape[2:]
+        spec = make_spec(primal, groups, lhs, (batch, out_features) + primal.in_spatial, primal_w_shape, **options)
+        out = _apply_transposed_general(lhs, rhs, spec, perms)
+    else:
+        folded = (batch // batch_groups, channels * batch_groups) + x_shape[2:]  # what the conv sees
+        spec = make_spec(geometry, groups, lhs, folded, w_shape, **options, backend="auto")
+        out = _apply_general(lhs, rhs, spec, perms, batch_groups)
     return out if out_sharding is None else jax.sharding.reshard(out, out_sharding)
 
 
@@ -167,6 +167,17 @@ def _apply_general(
     return out.transpose(tuple(int(i) for i in np.argsort(out_perm)))
 
 
+@functools.partial(jax.jit, static_argnames=("spec", "perms"))
+def _apply_transposed_general(
+    lhs: jax.Array, rhs: jax.Array, spec: ConvSpec, perms: tuple[tuple[int, ...], ...]
+) -> jax.Array:
+    """An input-dilated conv as the transposed conv of ``spec``'s conv (:mod:`jaxconv._transpose`)."""
+    lhs_perm, rhs_perm, out_perm = perms
+    x, w = lhs.transpose(lhs_perm), rhs.transpose(rhs_perm)
+    out = apply_conv_transpose(x, primal_filters(w, spec.groups), spec)
+    return out.transpose(tuple(int(i) for i in np.argsort(out_perm)))
+
+
 def _check_out_sharding(out_sharding: Any) -> None:
     """What lax's ``out_sharding`` takes, refused before the conv runs rather than by ``reshard`` after it."""
     if out_sharding is None or isinstance(out_sharding, jax.sharding.NamedSharding):
@@ -178,3 +189,83 @@ def _check_out_sharding(out_sharding: Any) -> None:
             f"out_sharding={out_sharding} is a PartitionSpec, which needs a mesh: call under jax.set_mesh(mesh), "
             "or pass a NamedSharding"
         )
+
+
+_CONV_TRANSPOSE_LAYOUTS = {
+    2: ("NC", "IO", "NC"),
+    3: ("NHC", "HIO", "NHC"),
+    4: ("NHWC", "HWIO", "NHWC"),
+    5: ("NHWDC", "HWDIO", "NHWDC"),
+}
+
+
+def _transpose_padding(k: int, s: int, padding: Any) -> tuple[int, int]:
+    """lax's padding of a transposed conv's dilated input, for the forward conv's padding ``padding``."""
+    if padding == "SAME":
+        total, low = k + s - 2, (k - 1 if s > k - 1 else -(-(k + s - 2) // 2))
+    elif padding == "VALID":
+        total, low = k + s - 2 + max(k - s, 0), k - 1
+    else:
+        low, high = (k - p - 1 for p in padding)
+        total = low + high
+    return low, total - low
+
+
+def conv_transpose(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: lax.ConvGeneralDilatedDimensionNumbers = None,
+    transpose_kernel: bool = False,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: Any = None,
+    use_consistent_padding: bool = False,
+) -> jax.Array:
+    """``jax.lax.conv_transpose``: the same arguments and result, computed as the note read backwards.
+
+    lax computes it as a conv of the input dilated by ``strides``; that conv is
+    the input gradient of a strided conv, which jaxconv computes as
+    ``col2im(X_f F_f^T)`` (Eq. 2, then col2im), multiplying no inserted zero,
+    and differentiates by the conv's forward and Eq. 1 (:mod:`jaxconv._transpose`).
+
+    Args:
+      lhs, rhs: input and kernel of rank ``n + 2``, laid out by ``dimension_numbers``
+        (default ``NHWC``/``HWIO``/``NHWC`` and their 1-d and 3-d kin, as lax).
+      strides: ``n`` ints, the fractional stride.
+      padding: ``"SAME"``, ``"VALID"`` or ``n`` ``(lo, hi)`` pairs, read as lax reads them.
+      rhs_dilation: ``n`` ints or None.
+      dimension_numbers, transpose_kernel, precision, preferred_element_type,
+      use_consistent_padding: as for ``jax.lax.conv_transpose``.
+
+    >>> x, w = jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2))
+    >>> y = conv_transpose(x, w, (2, 2), "SAME")
+    >>> y.shape, bool(jnp.allclose(y, lax.conv_transpose(x, w, (2, 2), "SAME")))
+    ((1, 8, 8, 2), True)
+    """
+    lhs, rhs = as_array(lhs, "lhs"), as_array(rhs, "rhs")
+    if lhs.ndim != rhs.ndim or lhs.ndim < 2:
+        raise ValueError(f"lhs and rhs must have one rank >= 2, got lhs.shape={lhs.shape} and rhs.shape={rhs.shape}")
+    if dimension_numbers is None:
+        if lhs.ndim not in _CONV_TRANSPOSE_LAYOUTS:
+            raise ValueError(f"no default dimension_numbers for rank {lhs.ndim} (lhs.shape={lhs.shape}); pass them")
+        dimension_numbers = _CONV_TRANSPOSE_LAYOUTS[lhs.ndim]
+    dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    spatial_dims = lhs.ndim - 2
+    strides = _per_dim(strides, spatial_dims, "strides", lhs.shape)
+    rhs_dilation = _per_dim(rhs_dilation, spatial_dims, "rhs_dilation", lhs.shape)
+    kernel = [rhs.shape[i] for i in dnums.rhs_spec[2:]]
+    if use_consistent_padding or padding in ("SAME", "VALID"):
+        per_dim = [padding] * spatial_dims if isinstance(padding, str) else list(padding)
+        if len(per_dim) != spatial_dims or any(p not in ("SAME", "VALID") and len(p) != 2 for p in per_dim):
+            raise ValueError(f"padding must be 'SAME', 'VALID' or {spatial_dims} (lo, hi) pairs, got {padding!r}")
+        effective = [dilate_dim(k, d) for k, d in zip(kernel, rhs_dilation)]
+        padding = tuple(_transpose_padding(k, s, p) for k, s, p in zip(effective, strides, per_dim))
+    if transpose_kernel:  # flip the spatial dims and swap the kernel's input and output features
+        rhs = jnp.flip(rhs, axis=tuple(dnums.rhs_spec[2:])).swapaxes(dnums.rhs_spec[0], dnums.rhs_spec[1])
+    ones = (1,) * spatial_dims
+    return conv_general_dilated(
+        lhs, rhs, ones, padding, strides, rhs_dilation, dnums, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )  # fmt: skip

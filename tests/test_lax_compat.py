@@ -210,15 +210,15 @@ def test_dtypes(dtype):
         _check_values_and_grads(lhs, rhs, kwargs, dtype)
 
 
-# Integer GEMMs: XLA's dot where the backend has one, an exact multiply-reduce on GPUs (cuBLAS has none for
-# most integer types); both strategies run here, the GPU one forced, against lax on the CPU device.
-INTEGER_GEMMS = pytest.mark.parametrize("integer_gemm", ["dot", "multiply_reduce"])
+# Integer contractions: XLA's dot where the backend has one, an exact multiply-reduce on GPUs (cuBLAS has none
+# for most integer types); both strategies run here, the GPU one forced, against lax on the CPU device.
+INTEGER_GEMMS = pytest.mark.parametrize("integer_gemm", ["gemm", "multiply_reduce"])
 
 
 @pytest.fixture
 def force_integer_gemm(monkeypatch):
     def force(strategy):
-        monkeypatch.setattr("jaxconv._api.integer_gemm_for", lambda platform: strategy)
+        monkeypatch.setattr("jaxconv._api.contraction_for", lambda *args: strategy)
 
     return force
 
@@ -280,11 +280,10 @@ def test_bool_inputs_with_preferred_element_type(preferred):
 
 
 def test_integer_gemm_strategy_per_platform():
-    from jaxconv._conv import integer_gemm_for
+    from jaxconv._contraction import contraction_for
 
-    assert [integer_gemm_for(p) for p in ("cpu", "tpu", "gpu", "cuda", "rocm")] == ["dot", "dot"] + [
-        "multiply_reduce"
-    ] * 3
+    strategies = [contraction_for(p, jnp.int8, 64, 64) for p in ("cpu", "tpu", "gpu", "cuda", "rocm")]
+    assert strategies == ["gemm", "gemm"] + ["multiply_reduce"] * 3
 
 
 def test_preferred_element_type_bf16_to_float32():
