@@ -20,6 +20,7 @@ from jaxconv.compare import runners as runners_module
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "x=2,3,7,7 w=4,3,3,3 padding=1 bias=1"
+TRANSPOSED = "x=2,4,5,5 w=3,4,3,3 lhs_dilation=2 padding=1:2,1:2"
 FAST = ["--repeats", "1", "--min-time", "0", "--torch", "off", "--quiet"]
 
 
@@ -177,6 +178,33 @@ def test_cli_torch_on_without_torch_fails_before_measuring(no_measuring, capsys)
         pytest.skip("torch is installed")
 
 
+def test_cli_says_a_missing_torch_once(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    argv = ["compare", "--case", TINY, "--case", "x=1,2,6 w=2,2,3", "--repeats", "1", "--min-time", "0", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert (out.out + out.err).count("torch not installed") == 1
+
+
+def test_cli_tables_fit_100_columns(capsys):
+    argv = ["compare", "--case", "name=a_long_case_name " + TINY, "--case", "name=t " + TRANSPOSED, *FAST]
+    assert main(argv + ["--dtype", "float32", "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "== float32 ==" in out and "== bfloat16 ==" in out and "lhs_dilation=2" in out
+
+
+def test_cli_backend(monkeypatch, capsys):
+    seen = []
+    real = runners_module.conv
+    monkeypatch.setattr(runners_module, "conv", lambda *a, **k: seen.append(k["backend"]) or real(*a, **k))
+    assert main(["compare", "--case", TINY, *FAST, "--backend", "auto"]) == 0
+    assert set(seen) == {"auto"} and "backend auto" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--case", TINY, "--backend", "cudnn"])
+    assert exit_info.value.code == 2 and "argument --backend: invalid choice: 'cudnn'" in capsys.readouterr().err
+
+
 # --- jaxconv check -----------------------------------------------------------------
 
 
@@ -201,3 +229,25 @@ def test_check_rejects_a_negative_seed(capsys):
         main(["check", "--seed", "-1"])
     assert exit_info.value.code == 2
     assert "argument --seed: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_check_prints_its_cases_shapes(capsys):
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    for case in PRESETS["cpu-small"]:
+        row = next(line for line in out.splitlines() if line.startswith(case.name + " "))
+        assert ",".join(map(str, case.x)) in row and ",".join(map(str, case.w)) in row, row
+
+
+def test_check_backend_pallas_reports_a_refusal_per_case(monkeypatch, capsys):
+    def pallas_like(x, w, b=None, *, backend="xla", **options):
+        if backend == "pallas" and options["groups"] > 1:
+            raise ValueError("backend='pallas' does not support this convolution: groups > 1")
+        return lax_conv(x, w, b, **options)
+
+    monkeypatch.setattr(runners_module, "conv", pallas_like)
+    assert main(["check", "--backend", "pallas"]) == 0
+    out = capsys.readouterr().out
+    assert "grouped: backend='pallas' refused it: backend='pallas' does not support this convolution" in out
+    assert out.strip().splitlines()[-1].startswith("ok: worst relative error")
+    assert "(1 skipped: grouped)" in out

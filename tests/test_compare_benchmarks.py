@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -30,9 +31,10 @@ def _benchmark_module(name):
     return module
 
 
-def _fake_result(name, vag_ratio, fwd_ratio, gemm_fraction, temp_ratio):
+def _fake_result(name, vag_ratio, fwd_ratio, gemm_fraction, temp_ratio, *, preset="cnn", torch_ratio=None):
     t = lambda seconds: Timing(seconds, seconds, 0.0, 3)
-    case = next(c for c in PRESETS["cnn"] if c.name == name)
+    case = next(c for c in PRESETS[preset] if c.name == name)
+    torch = {} if torch_ratio is None else {"torch": t(1.0 / torch_ratio)}
     gemm_time = 1.0 * gemm_fraction  # our forward takes 1 s
     return CaseResult(
         case=case,
@@ -40,8 +42,8 @@ def _fake_result(name, vag_ratio, fwd_ratio, gemm_fraction, temp_ratio):
         tolerance=1e-4,
         errors={"out": Error(0.0, 0.0)},
         torch_errors=None,
-        forward={"jaxconv": t(1.0), "lax": t(1.0 / fwd_ratio), "gemm": t(gemm_time)},
-        value_and_grad={"jaxconv": t(1.0), "lax": t(1.0 / vag_ratio)},
+        forward={"jaxconv": t(1.0), "lax": t(1.0 / fwd_ratio), "gemm": t(gemm_time), **torch},
+        value_and_grad={"jaxconv": t(1.0), "lax": t(1.0 / vag_ratio), **torch},
         temp_bytes={"jaxconv_value_and_grad": int(100 * temp_ratio), "lax_value_and_grad": 100},
     )
 
@@ -58,7 +60,8 @@ def test_benchmark_targets():
     assert gemm.met is True and "cifar2 70%" in gemm.measured
     torch = next(t for t in targets.values() if "PyTorch" in t.name)
     assert torch.met is None
-    report = run.render(results, compare_module.environment(), command="test", repeats=3, min_time=0.0, partial=True)
+    sections = [(run.SECTIONS["cnn"], results)]
+    report = run.render(sections, compare_module.environment(), command="test", repeats=3, min_time=0.0, partial=True)
     assert "| cifar2 |" in report and "NOT MET" in report and "Partial" in report
 
 
@@ -147,3 +150,95 @@ def test_gpu_preset_checks_options_before_measuring(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run.main(["--preset", "gpu", "--no-reexec", "--scale-down", "0"])
     assert "argument --scale-down: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_slowpath_targets():
+    run = _benchmark_module("run")
+    results = [
+        _fake_result("tconv2d_s2", 0.1, 0.5, 0.5, 1.0, preset="slowpaths", torch_ratio=0.5),
+        _fake_result("dw3x3", 0.4, 0.9, 0.5, 1.0, preset="slowpaths", torch_ratio=2.0),
+        _fake_result("grouped32", 0.6, 1.2, 0.5, 1.0, preset="slowpaths", torch_ratio=1.0),
+    ]
+    targets = {t.name: t for t in run.evaluate_slowpath_targets(results)}
+    vag = targets["value_and_grad time vs lax, every case"]
+    assert (vag.goal, vag.met, vag.measured) == ("<= 0.5x", False, "worst 0.6x (grouped32)")
+    fwd = targets["forward time vs lax, every case"]
+    assert (fwd.goal, fwd.met) == ("<= 1x", False) and "grouped32" in fwd.measured
+    torch_vag = targets["value_and_grad time vs PyTorch autograd, geometric mean"]
+    assert torch_vag.met is True and torch_vag.measured.startswith("1x over 3 cases")
+    torch_fwd = targets["forward time vs PyTorch, geometric mean"]
+    assert torch_fwd.goal == "<= 1.25x" and torch_fwd.met is True
+    depthwise = targets["depthwise: value_and_grad time vs PyTorch, every case"]
+    assert (depthwise.goal, depthwise.met, depthwise.measured) == ("<= 1.5x", False, "worst 2x (dw3x3)")
+    without_torch = [_fake_result("dw3x3", 0.4, 0.9, 0.5, 1.0, preset="slowpaths")]
+    assert [t.met for t in run.evaluate_slowpath_targets(without_torch)] == [True, True, None, None, None]
+
+
+def test_results_md_has_a_section_per_preset():
+    run = _benchmark_module("run")
+    cnn = [_fake_result("cifar2", 0.25, 0.9, 0.7, 1.2)]
+    slow = [_fake_result("tconv2d_s2", 0.1, 0.5, 0.5, 1.0, preset="slowpaths", torch_ratio=0.5)]
+    slow += [dataclasses.replace(slow[0], dtype="bfloat16")]
+    sections = [(run.SECTIONS["cnn"], cnn), (run.SECTIONS["slowpaths"], slow)]
+    info = compare_module.environment()
+    report = run.render(sections, info, command="t", repeats=3, min_time=0, partial=False, extra=["## Whole models"])
+    headings = [line for line in report.splitlines() if line.startswith("#")]
+    assert headings == [
+        "# jaxconv benchmark results",
+        "## Machine",
+        "## CNN layers (`cnn`)",
+        "### Cases",
+        "### Results",
+        "### Targets",
+        "## Slow paths of lax (`slowpaths`)",
+        "### Cases",
+        "### Results",
+        "#### float32",
+        "#### bfloat16",
+        "### Targets",
+        "## Whole models",
+    ]
+    assert "lhs_dilation=2" in report and "depthwise: value_and_grad time vs PyTorch" in report
+
+
+def test_presets_and_cases_of_a_run():
+    run = _benchmark_module("run")
+    assert run.presets_of(None) == ["cnn"]
+    assert run.presets_of(["all"]) == ["cnn", "slowpaths", "models"]
+    assert run.presets_of(["slowpaths", "cnn", "slowpaths"]) == ["slowpaths", "cnn"]
+    with pytest.raises(ValueError, match="--preset gpu runs alone"):
+        run.presets_of(["gpu", "cnn"])
+    cases = run.cases_of(["cnn", "slowpaths", "models"], ["cifar2", "dw3x3"])
+    assert {p: [c.name for c in cs] for p, cs in cases.items()} == {"cnn": ["cifar2"], "slowpaths": ["dw3x3"]}
+    assert list(run.cases_of(["cnn", "slowpaths"], ["dw3x3"])) == ["slowpaths"]
+    with pytest.raises(ValueError, match="--only nope: no such case"):
+        run.cases_of(["cnn"], ["nope"])
+
+
+def test_slowpaths_and_models_smoke(tmp_path, capsys, monkeypatch):
+    # Two small slow-path cases and a stand-in for benchmarks/models.py, one RESULTS-style file; no timing checks.
+    run = _benchmark_module("run")
+    calls = []
+
+    def models_section(*, quick, torch):
+        calls.append((quick, torch))
+        return ["## Whole models", "", "stand-in"]
+
+    monkeypatch.setattr(run, "models_section_function", lambda: models_section)
+    output = tmp_path / "RESULTS.md"
+    argv = ["--preset", "slowpaths", "--preset", "models", "--only", "tconv1d_s4", "--only", "dw3x3_s2"]
+    argv += ["--quick", "--torch", "off", "--repeats", "1", "--min-time", "0", "--no-reexec"]
+    assert run.main(argv + ["--dtype", "float32", "--output", str(output)]) == 0
+    report = output.read_text()
+    assert "## Slow paths of lax (`slowpaths`)" in report and "| tconv1d_s4 |" in report and "| dw3x3_s2 |" in report
+    assert report.rstrip().endswith("stand-in") and calls == [(True, False)]
+    assert max(len(line) for line in capsys.readouterr().out.split("# jaxconv benchmark")[0].splitlines()) <= 100
+
+
+def test_models_preset_without_models_py_fails_before_measuring(monkeypatch, capsys):
+    run = _benchmark_module("run")
+    monkeypatch.setattr(run, "models_section_function", lambda: None)
+    monkeypatch.setattr(run, "compare", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--preset", "all", "--no-reexec"])
+    assert exit_info.value.code == 2 and "benchmarks/models.py" in capsys.readouterr().err

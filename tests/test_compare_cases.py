@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import pytest
+from jax import lax
 
 from jaxconv import lax_conv
 from jaxconv.compare import PRESETS, Case, as_cases, select_cases
@@ -119,3 +120,58 @@ def test_as_cases_and_select_cases():
     assert select_cases(None, None, None) == list(PRESETS["cpu-small"])
     with pytest.raises(ValueError, match="--only nope: no such case"):
         select_cases(["cnn"], None, ["nope"])
+
+
+def test_lhs_dilation_is_a_key_and_a_transposed_conv():
+    # ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1): lhs_dilation 2, padding (k-1-p, k-1-p+op).
+    case = Case.parse("name=t x=2,4,5,5 w=3,4,3,3 lhs_dilation=2 padding=1:2,1:2 bias=1")
+    assert case.lhs_dilated and case.lhs_dilation == 2 and Case.parse(case.spec) == case
+    assert "lhs_dilation=2" in case.spec and "/l2" in Case.parse("x=2,4,5,5 w=3,4,3,3 lhs_dilation=2").name
+    assert case.out_shape == (2, 3, 10, 10)
+    assert case.options == dict(stride=1, padding=((1, 2), (1, 2)), dilation=1, groups=1)
+    assert case.general_options == dict(
+        window_strides=(1, 1), padding=((1, 2), (1, 2)), lhs_dilation=(2, 2), rhs_dilation=(1, 1), feature_group_count=1
+    )
+    x, w = jnp.ones(case.x), jnp.ones(case.w)
+    out = lax.conv_general_dilated(x, w, **case.general_options)
+    assert out.shape == case.out_shape
+    # lax.conv_transpose with the same padding computes the same conv (its kernel is not flipped).
+    transposed = lax.conv_transpose(x, w, (2, 2), ((1, 2), (1, 2)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    assert transposed.shape == case.out_shape
+    # The GEMM runs over the dilated input's windows, holes included: prod(out) windows of C*prod(k).
+    assert case.gemm_shape == (1, 2 * 10 * 10, 4 * 9, 3)
+    assert not Case.parse("x=2,4,5,5 w=3,4,3,3 lhs_dilation=1,1").lhs_dilated
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("x=1,1,5,5 w=1,1,3,3 lhs_dilation=0", "lhs_dilation must be >= 1"),
+        ("x=1,1,5,5 w=1,1,3,3 lhs_dilation=1,2,3", "lhs_dilation must have one entry per spatial dimension"),
+        ("x=1,1,2,2 w=1,1,5,5 lhs_dilation=2", "larger than the padded input"),
+    ],
+)
+def test_lhs_dilation_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        Case.parse(spec)
+
+
+def test_slowpaths_presets():
+    for name in ("slowpaths", "slowpaths-gpu"):
+        cases = PRESETS[name]
+        assert len({c.name for c in cases}) == len(cases)
+        transposed = [c for c in cases if c.lhs_dilated]
+        assert {len(c.x) - 2 for c in transposed} == {1, 2, 3}
+        assert {s for c in transposed for s in c.general_options["lhs_dilation"]} >= {2, 4, 8}
+        assert all(set(c.general_options["window_strides"]) == {1} for c in transposed)
+        depthwise = [c for c in cases if c.groups == c.x[1] > 1]
+        assert any(c.w[0] == 2 * c.x[1] for c in depthwise), "a channel multiplier"
+        assert any(c.dilation != 1 for c in depthwise) and any(c.stride != 1 for c in depthwise)
+        assert {8, 32} <= {c.groups for c in cases if c.w[1] > 1}
+        wavenet = [c for c in cases if len(c.x) == 3 and c.dilation != 1]
+        assert {c.w[2] for c in wavenet} == {2, 3} and max(c.dilation for c in wavenet) == 64
+        assert all(c.x[1] >= 128 for c in wavenet)
+        assert not any(c.with_bias for c in cases)
+    # Sized for a 2-core CPU: a few GFLOP in all (the GPU set is far larger).
+    assert sum(c.flops for c in PRESETS["slowpaths"]) < 5e9 < sum(c.flops for c in PRESETS["slowpaths-gpu"])
+    assert [c.name for c in PRESETS["slowpaths"]] == [c.name for c in PRESETS["slowpaths-gpu"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import pytest
 from jax import lax
 
+import jaxconv
 from jaxconv import conv, lax_conv
 from jaxconv.compare import PRESETS, TOLERANCES, compare, tolerance
 from jaxconv.compare import runners as runners_module
@@ -149,6 +151,7 @@ def test_compare_precision_is_passed_to_both_convs():
         (dict(precision="fast"), ValueError, "precision must be None"),
         (dict(torch="maybe"), ValueError, "torch must be True, False or 'auto'"),
         (dict(timing=1), TypeError, "timing must be a bool"),
+        (dict(backend="cuda"), ValueError, "backend must be one of"),
     ],
 )
 def test_compare_argument_errors(monkeypatch, options, error, message):
@@ -163,3 +166,82 @@ def test_compare_torch_on_without_torch(monkeypatch):
     monkeypatch.setattr(runners_module, "_compare_case", lambda *a, **k: pytest.fail("measured before checking"))
     with pytest.raises(ValueError, match="torch=True but PyTorch cannot be imported"):
         compare(TINY, torch=True)
+
+
+# --- input-dilated (transposed) cases, backends, strategies ------------------------
+
+TRANSPOSED = "name=t x=2,4,5,5 w=3,4,3,3 lhs_dilation=2 padding=1:2,1:2 bias=1"
+
+
+def test_a_transposed_case_runs_the_drop_in_beside_lax(monkeypatch):
+    calls = []
+    real = runners_module.conv_general_dilated
+
+    def spy(lhs, rhs, *args, **kwargs):
+        calls.append(kwargs["lhs_dilation"])
+        return real(lhs, rhs, *args, **kwargs)
+
+    monkeypatch.setattr(runners_module, "conv_general_dilated", spy)
+    [result] = compare(TRANSPOSED, repeats=2, min_time=0, torch="auto")
+    _check_result(result)
+    assert set(calls) == {(2, 2)}
+    assert set(result.errors) == {"out", "dx", "dw", "db"}
+    if importlib.util.find_spec("torch") is not None:  # conv_transpose2d's values agree too
+        assert result.torch_max_rel_error <= TOLERANCES["float32"] and "torch" in result.value_and_grad
+    assert result.to_dict()["case"]["lhs_dilation"] == 2
+
+
+def test_a_wrong_drop_in_fails_a_transposed_case(monkeypatch):
+    wrong = lambda lhs, rhs, *args, **kwargs: lax.conv_general_dilated(lhs, rhs, *args, **kwargs) * 1.01
+    monkeypatch.setattr(runners_module, "conv_general_dilated", wrong)
+    [result] = compare(TRANSPOSED, torch=False, timing=False)
+    assert not result.ok and result.errors["out"].rel == pytest.approx(1e-2, rel=0.1)  # the bias is not scaled
+
+
+def test_a_conv_fn_cannot_take_a_transposed_case(monkeypatch):
+    monkeypatch.setattr(runners_module, "_compare_case", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(ValueError, match="cases t are input-dilated"):
+        compare([TINY, TRANSPOSED], torch=False, conv_fn=conv)
+
+
+def test_backend_is_passed_and_a_refusal_is_a_skipped_case(monkeypatch):
+    seen = []
+
+    def pallas_like(x, w, b=None, *, backend="xla", **options):
+        seen.append(backend)
+        if backend == "pallas" and options["groups"] > 1:
+            raise ValueError("backend='pallas' does not support this convolution: groups")
+        return conv(x, w, b, **options)
+
+    monkeypatch.setattr(runners_module, "conv", pallas_like)
+    results = compare("cpu-small", torch=False, timing=False, backend="pallas")
+    assert set(seen) == {"pallas"}
+    skipped = [r for r in results if r.skipped]
+    assert [r.case.name for r in skipped] == ["grouped"]
+    assert skipped[0].ok and skipped[0].errors == {} and "does not support this convolution" in skipped[0].notes[0]
+    assert all(r.ok and not r.skipped and r.backend == "pallas" for r in results if r.case.name != "grouped")
+    # The timed path refuses the same way; xla never hides a ValueError.
+    [timed] = compare(PRESETS["cpu-small"][2], torch=False, repeats=1, min_time=0, backend="pallas")
+    assert timed.skipped and not timed.timed
+    with pytest.raises(ValueError, match="does not support"):
+        monkeypatch.setattr(runners_module, "conv", lambda *a, **k: pallas_like(*a, **{**k, "backend": "pallas"}))
+        compare(PRESETS["cpu-small"][2], torch=False, timing=False, backend="xla")
+
+
+def test_a_backend_the_drop_in_does_not_take_skips_a_transposed_case(monkeypatch):
+    monkeypatch.setattr(runners_module, "conv_general_dilated", lambda lhs, rhs, *a, **k: pytest.fail("ran"))
+    if "backend" in inspect.signature(jaxconv.conv_general_dilated).parameters:
+        pytest.skip("the drop-in takes backend=")
+    [result] = compare(TRANSPOSED, torch=False, timing=False, backend="xla")
+    assert result.skipped and "takes no backend argument" in result.notes[0]
+
+
+def test_the_strategy_is_the_cores():
+    results = compare([TINY, TRANSPOSED], torch=False, timing=False)
+    assert [r.strategy for r in results] == ["gemm", "transposed/gemm"]
+
+
+def test_bfloat16_cases_compare_in_bfloat16():
+    results = compare([TINY, TRANSPOSED], dtype="bfloat16", torch="auto", repeats=1, min_time=0)
+    assert all(r.dtype == "bfloat16" and r.tolerance == TOLERANCES["bfloat16"] and r.ok for r in results)
+    assert all(0 < r.max_rel_error <= TOLERANCES["bfloat16"] for r in results)

@@ -66,13 +66,10 @@ or None where the backend does not report it.
 >>> case.out_shape, case.flops
 ((8, 4, 16, 16), 442368)
 >>> sorted(PRESETS)
-['cnn', 'cpu-small', 'gpu']
+['cnn', 'cpu-small', 'gpu', 'slowpaths', 'slowpaths-gpu']
 """
 
-from jaxconv.compare.cases import PRESETS as PRESETS
 from jaxconv.compare.cases import Case as Case
-from jaxconv.compare.cases import as_cases as as_cases
-from jaxconv.compare.cases import select_cases as select_cases
 from jaxconv.compare.environment import MALLOC_ENV as MALLOC_ENV
 from jaxconv.compare.environment import cpu_count as cpu_count
 from jaxconv.compare.environment import cpu_model as cpu_model
@@ -83,6 +80,9 @@ from jaxconv.compare.errors import TOLERANCES as TOLERANCES
 from jaxconv.compare.errors import Error as Error
 from jaxconv.compare.errors import arithmetic as arithmetic
 from jaxconv.compare.errors import tolerance as tolerance
+from jaxconv.compare.presets import PRESETS as PRESETS
+from jaxconv.compare.presets import as_cases as as_cases
+from jaxconv.compare.presets import select_cases as select_cases
 from jaxconv.compare.report import format_accuracy as format_accuracy
 from jaxconv.compare.report import format_results as format_results
 from jaxconv.compare.report import format_speed as format_speed

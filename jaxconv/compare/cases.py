@@ -1,4 +1,4 @@
-"""The :class:`Case` type, its ``key=value`` mini-language and the named case sets (:data:`PRESETS`)."""
+"""The :class:`Case` type: one convolution's shapes and window options, and its ``key=value`` mini-language."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconv._api import Padding, conv_spec
-from jaxconv._geometry import PADDING_STRINGS
-from jaxconv._validate import as_shape, freeze
+from jaxconv._geometry import PADDING_STRINGS, ConvGeometry, conv_geometry, dilate_dim
+from jaxconv._validate import as_shape, freeze, ntuple
 
-CASE_KEYS = ("name", "x", "w", "stride", "padding", "dilation", "groups", "bias")
+CASE_KEYS = ("name", "x", "w", "stride", "padding", "dilation", "lhs_dilation", "groups", "bias")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -35,8 +35,12 @@ def _format_padding(padding: Padding) -> str:
     return ",".join(f"{e[0]}:{e[1]}" if isinstance(e, tuple) else str(e) for e in padding)
 
 
-def _default_name(x: Sequence[int], w: Sequence[int], stride: Any, padding: Any, dilation: Any, groups: int) -> str:
+def _default_name(
+    x: Sequence[int], w: Sequence[int], stride: Any, padding: Any, dilation: Any, groups: int, lhs_dilation: Any
+) -> str:
     name = "x".join(map(str, x)) + "*" + "x".join(map(str, w))
+    if lhs_dilation != 1:
+        name += f"/l{_format_ints(lhs_dilation)}"
     if stride != 1:
         name += f"/s{_format_ints(stride)}"
     if padding != 0:
@@ -58,6 +62,16 @@ class Case:
       w: filter shape ``(FN, C / groups, *kernel)``.
       stride, padding, dilation, groups: as in :func:`jaxconv.conv`.
       with_bias: whether the conv has a bias (then dL/db is compared too).
+      lhs_dilation: input dilation, as ``lax.conv_general_dilated`` takes it: an int or
+        one per spatial dim. Above 1 the case is a transposed convolution (see
+        :attr:`lhs_dilated`), which ``jaxconv.conv`` does not take: it then runs
+        through the drop-in ``jaxconv.conv_general_dilated``.
+
+    A transposed conv of stride ``s``, padding ``p`` and output padding ``op``
+    (PyTorch's ``conv_transpose``, ``lax.conv_transpose``) is the case with
+    ``lhs_dilation=s``, ``stride=1`` and ``padding=(d*(K-1)-p):(d*(K-1)-p+op)``
+    per spatial dim, and the filters flipped and in/out swapped
+    (:func:`jaxconv.compare.torch_conv.transpose_arguments` maps back).
 
     >>> Case("c", (2, 3, 8, 8), (4, 3, 3, 3), padding=1).spec
     'name=c x=2,3,8,8 w=4,3,3,3 padding=1'
@@ -74,12 +88,13 @@ class Case:
     dilation: int | tuple[int, ...] = 1
     groups: int = 1
     with_bias: bool = False
+    lhs_dilation: int | tuple[int, ...] = 1
 
     def __post_init__(self) -> None:
         set_ = lambda field, value: object.__setattr__(self, field, value)
         set_("x", _positive_shape(self.x, "x"))
         set_("w", _positive_shape(self.w, "w"))
-        for field in ("stride", "padding", "dilation"):
+        for field in ("stride", "padding", "dilation", "lhs_dilation"):
             set_(field, freeze(getattr(self, field)))
         if isinstance(self.padding, str):
             set_("padding", self.padding.upper())
@@ -87,7 +102,8 @@ class Case:
             raise TypeError(f"with_bias must be a bool, got {self.with_bias!r}")
         set_("with_bias", bool(self.with_bias))
         if not self.name:
-            set_("name", _default_name(self.x, self.w, self.stride, self.padding, self.dilation, self.groups))
+            options = (self.stride, self.padding, self.dilation, self.groups, self.lhs_dilation)
+            set_("name", _default_name(self.x, self.w, *options))
         if not isinstance(self.name, str) or "=" in self.name or any(c.isspace() for c in self.name):
             raise ValueError(f"case name must be a string without whitespace or '=', got {self.name!r}")
         try:
@@ -99,8 +115,8 @@ class Case:
     def parse(cls, text: str, *, name: str = "") -> Case:
         """Reads a case from ``key=value`` tokens separated by whitespace.
 
-        Keys: ``x`` and ``w`` (required; comma-separated ints), ``stride`` and
-        ``dilation`` (an int or one per spatial dim), ``padding`` (an int, one
+        Keys: ``x`` and ``w`` (required; comma-separated ints), ``stride``,
+        ``dilation`` and ``lhs_dilation`` (an int or one per spatial dim), ``padding`` (an int, one
         per spatial dim, ``lo:hi`` pairs such as ``1:2,0:1``, or ``VALID``,
         ``SAME``, ``SAME_LOWER``), ``groups``, ``bias`` (0/1, true/false),
         ``name``. ``Case.parse(case.spec) == case``.
@@ -153,6 +169,8 @@ class Case:
             parts.append(f"padding={_format_padding(self.padding)}")
         if self.dilation != 1:
             parts.append(f"dilation={_format_ints(self.dilation)}")
+        if self.lhs_dilation != 1:
+            parts.append(f"lhs_dilation={_format_ints(self.lhs_dilation)}")
         if self.groups != 1:
             parts.append(f"groups={self.groups}")
         if self.with_bias:
@@ -160,24 +178,71 @@ class Case:
         return " ".join(parts)
 
     @property
+    def lhs_dilated(self) -> bool:
+        """Whether the input is dilated (a transposed conv): then only :attr:`general_options` apply."""
+        return self.lhs_dilation != 1 and set(ntuple(self.lhs_dilation, len(self.x) - 2, "lhs_dilation")) != {1}
+
+    @property
     def options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`jaxconv.conv` for this case."""
+        """The keyword arguments of :func:`jaxconv.conv` for this case (which takes no ``lhs_dilation``)."""
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    @property
+    def general_options(self) -> dict[str, Any]:
+        """The arguments of ``lax.conv_general_dilated`` (and ``jaxconv.conv_general_dilated``) after ``lhs, rhs``.
+
+        >>> options = Case.parse("x=1,2,5 w=3,2,4 lhs_dilation=2 padding=2:3").general_options
+        >>> options["padding"], options["lhs_dilation"], options["window_strides"]
+        (((2, 3),), (2,), (1,))
+        """
+        geometry = self.geometry
+        return dict(
+            window_strides=geometry.stride,
+            padding=geometry.padding,
+            lhs_dilation=geometry.lhs_dilation,
+            rhs_dilation=geometry.dilation,
+            feature_group_count=self.groups,
+        )
+
     def conv_spec(self, dtype: Any = jnp.float32) -> Any:
-        """The core's static :class:`jaxconv.ConvSpec`: the same argument checks as ``jaxconv.conv``."""
+        """The core's static :class:`jaxconv.ConvSpec`: the same argument checks as ``jaxconv.conv``.
+
+        An input-dilated case is checked as the conv of its dilated input, which
+        has the same windows, and gets the geometry with ``lhs_dilation``.
+        """
+        lhs_dilation = ntuple(self.lhs_dilation, len(self.x) - 2, "lhs_dilation")
+        x = (*self.x[:2], *map(dilate_dim, self.x[2:], lhs_dilation))
         b = jax.ShapeDtypeStruct((self.w[0],), dtype) if self.with_bias else None
-        return conv_spec(jax.ShapeDtypeStruct(self.x, dtype), jax.ShapeDtypeStruct(self.w, dtype), b, **self.options)
+        spec = conv_spec(jax.ShapeDtypeStruct(x, dtype), jax.ShapeDtypeStruct(self.w, dtype), b, **self.options)
+        if not self.lhs_dilated:
+            return spec
+        geometry = conv_geometry(
+            self.x[2:],
+            self.w[2:],
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            lhs_dilation=lhs_dilation,
+        )
+        return dataclasses.replace(spec, geometry=geometry)
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """The core's :class:`jaxconv.ConvGeometry`: explicit padding, output and window sizes."""
+        return self.conv_spec().geometry
 
     @property
     def out_shape(self) -> tuple[int, ...]:
         """``(N, FN, *out_spatial)``."""
-        return (self.x[0], self.w[0], *self.conv_spec().geometry.out_spatial)
+        return (self.x[0], self.w[0], *self.geometry.out_spatial)
 
     @property
     def gemm_shape(self) -> tuple[int, int, int, int]:
-        """``(groups, M, K, N)`` of the forward GEMM, per group: ``M = N_batch * prod(out)``, ``K = C/G * prod(k)``."""
-        geometry = self.conv_spec().geometry
+        """``(groups, M, K, N)`` of the forward GEMM, per group: ``M = N_batch * prod(out)``, ``K = C/G * prod(k)``.
+
+        For an input-dilated case the windows run over the dilated input, holes included, as lax's conv does.
+        """
+        geometry = self.geometry
         return (
             self.groups,
             self.x[0] * geometry.num_windows,
@@ -227,71 +292,3 @@ def _parse_value(key: str, value: str, text: str) -> Any:
             raise ValueError(f"groups must be one int in case spec {text!r}, got {value!r}")
         return ints[0]
     return ints[0] if len(ints) == 1 else ints
-
-
-_CNN = (
-    ("lenet1", "x=128,1,28,28 w=32,1,5,5"),
-    ("lenet2", "x=128,32,12,12 w=64,32,5,5"),
-    ("cifar1", "x=64,3,32,32 w=64,3,3,3 padding=1"),
-    ("cifar2", "x=64,64,32,32 w=64,64,3,3 padding=1"),
-    ("cifar3", "x=64,128,16,16 w=128,128,3,3 padding=1"),
-    ("cifar_s2", "x=64,64,32,32 w=128,64,3,3 stride=2 padding=1"),
-    ("conv1x1", "x=64,256,16,16 w=256,256,1,1"),
-    ("depthwise", "x=64,64,32,32 w=64,1,3,3 padding=1 groups=64"),
-    ("dilated", "x=64,64,32,32 w=64,64,3,3 padding=2 dilation=2"),
-)
-_CPU_SMALL = (
-    ("small", "x=8,3,16,16 w=8,3,3,3 padding=1 bias=1"),
-    ("strided", "x=4,8,15,15 w=16,8,3,3 stride=2 padding=SAME"),
-    ("grouped", "x=4,6,12,12 w=6,2,5,5 groups=3 dilation=2 padding=2:3,4:1 bias=1"),
-    ("conv1d", "x=4,4,32 w=8,4,7 stride=3"),
-    ("conv3d", "x=2,2,6,7,8 w=4,2,3,2,3 padding=1"),
-)
-_GPU = (
-    ("cifar2", "x=64,64,32,32 w=64,64,3,3 padding=1"),
-    ("cifar3", "x=64,128,16,16 w=128,128,3,3 padding=1"),
-    ("r50_56", "x=128,64,56,56 w=64,64,3,3 padding=1"),
-    ("r50_28", "x=128,128,28,28 w=128,128,3,3 padding=1"),
-    ("r50_14", "x=128,256,14,14 w=256,256,3,3 padding=1"),
-    ("r50_7", "x=128,512,7,7 w=512,512,3,3 padding=1"),
-    ("stem", "x=128,3,224,224 w=64,3,7,7 stride=2 padding=3"),
-    ("r50_1x1", "x=128,256,56,56 w=64,256,1,1"),
-)
-PRESETS: dict[str, tuple[Case, ...]] = {
-    "cpu-small": tuple(Case.parse(spec, name=name) for name, spec in _CPU_SMALL),
-    "cnn": tuple(Case.parse(spec, name=name) for name, spec in _CNN),
-    "gpu": tuple(Case.parse(spec, name=name) for name, spec in _GPU),
-}
-"""Named case sets. ``cpu-small``: tiny cases of every kind, seconds in all (tests, notebooks, ``jaxconv check``).
-``cnn``: the CPU benchmark set of ``benchmarks/run.py`` (NCHW f32 CNN layers, one depthwise, one dilated).
-``gpu``: the GPU benchmark set (CIFAR and ResNet-50 layers, batch 64 to 128), minutes on a CPU."""
-
-
-def as_cases(cases: str | Case | Sequence[Case | str]) -> list[Case]:
-    """A preset name, a case, a spec string, or a sequence of cases and spec strings, as a list of cases.
-
-    >>> [c.name for c in as_cases(["name=a x=1,1,4,4 w=1,1,3,3", PRESETS["cnn"][0]])]
-    ['a', 'lenet1']
-    """
-    if isinstance(cases, Case):
-        return [cases]
-    if isinstance(cases, str):
-        return list(PRESETS[cases]) if cases in PRESETS else [Case.parse(cases)]
-    return [case if isinstance(case, Case) else Case.parse(case) for case in cases]
-
-
-def select_cases(presets: Sequence[str] | None, cases: Sequence[Case] | None, only: Sequence[str] | None) -> list[Case]:
-    """The presets' cases then the given ones, filtered by name; ValueError for names that match nothing.
-
-    >>> [c.name for c in select_cases(["cnn"], None, ["cifar2", "conv1x1"])]
-    ['cifar2', 'conv1x1']
-    """
-    selected = [case for preset in presets or () for case in PRESETS[preset]] + list(cases or ())
-    if not presets and not cases:
-        selected = list(PRESETS["cpu-small"])
-    if only:
-        unknown = sorted(set(only) - {case.name for case in selected})
-        if unknown:
-            raise ValueError(f"--only {', '.join(unknown)}: no such case; cases are {[c.name for c in selected]}")
-        selected = [case for case in selected if case.name in only]
-    return selected

@@ -9,12 +9,14 @@ from typing import Any
 
 import jax
 
+from jaxconv._api import BACKENDS
 from jaxconv._validate import as_finite, as_int
-from jaxconv.compare.cases import CASE_KEYS, PRESETS, Case, select_cases
+from jaxconv.compare.cases import CASE_KEYS, Case
 from jaxconv.compare.environment import environment, malloc_note
 from jaxconv.compare.errors import TOLERANCES
-from jaxconv.compare.report import check_writable, format_results, write_csv, write_json
-from jaxconv.compare.runners import check_settings, run_cases
+from jaxconv.compare.presets import PRESETS, select_cases
+from jaxconv.compare.report import check_writable, format_results, wrap, write_csv, write_json
+from jaxconv.compare.runners import Settings, check_settings, run_cases
 
 PRECISIONS = ("default", "high", "highest")
 
@@ -53,6 +55,24 @@ def _case_argument(text: str) -> Case:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, of ``jaxconv compare`` and ``jaxconv check``."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="jaxconv's backend= (default: the conv's own, xla; input-dilated cases run "
+        "jaxconv.conv_general_dilated, which picks its own); pallas runs in interpret mode off GPU, and a "
+        "case it cannot run is reported as skipped",
+    )
+
+
+def torch_status(settings: Settings, info: dict[str, Any]) -> str:
+    """``torch 2.x`` when PyTorch runs, else why not (``torch off``, ``torch not installed``): said once per run."""
+    if settings.torch is not None:
+        return f"torch {info['torch']}"
+    return settings.torch_note or "torch off"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``jaxconv compare``."""
     parser.add_argument(
@@ -71,7 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + "; padding also lo:hi,lo:hi or VALID/SAME/SAME_LOWER)",
     )
     parser.add_argument("--only", action="append", metavar="NAME", help="run only the cases of this name (repeatable)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(TOLERANCES), help="default float32")
+    parser.add_argument(
+        "--dtype",
+        action="append",
+        choices=sorted(TOLERANCES),
+        help="repeatable: every case in each dtype (default float32)",
+    )
+    add_backend_argument(parser)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -108,19 +134,24 @@ def run(args: argparse.Namespace) -> int:
 
     Every option, and whether the output files can be written, is checked before the first compile.
     """
-    if args.dtype == "float64":
+    dtypes = list(dict.fromkeys(args.dtype or ["float32"]))
+    if "float64" in dtypes:
         jax.config.update("jax_enable_x64", True)
     try:
         cases = select_cases(args.preset, args.case, args.only)
-        settings = check_settings(
-            dtype=args.dtype,
-            repeats=args.repeats,
-            min_time=args.min_time,
-            torch={"auto": "auto", "on": True, "off": False}[args.torch],
-            tolerance=args.tolerance,
-            seed=args.seed,
-            precision=args.precision,
-        )
+        runs = [
+            check_settings(
+                dtype=dtype,
+                repeats=args.repeats,
+                min_time=args.min_time,
+                torch={"auto": "auto", "on": True, "off": False}[args.torch],
+                tolerance=args.tolerance,
+                seed=args.seed,
+                precision=args.precision,
+                backend=args.backend,
+            )
+            for dtype in dtypes
+        ]
         for option, path in (("--json", args.json), ("--csv", args.csv)):
             if path is not None:
                 check_writable(path, option)
@@ -131,13 +162,13 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     info = environment()
-    print(
-        f"jax {info['jax']} on {info['backend']} ({info['device']}, {info['cpu']}, {info['cores']} cores), "
-        f"torch {info['torch'] if args.torch != 'off' else 'off'}, dtype {args.dtype}, "
-        f"precision {args.precision or 'default'}",
-        flush=True,
+    machine = f"jax {info['jax']} on {info['backend']} ({info['device']}, {info['cpu']}, {info['cores']} cores)"
+    run = (
+        f"{torch_status(runs[0], info)}; dtype {', '.join(dtypes)}; precision {args.precision or 'default'}; "
+        f"backend {args.backend or 'default'}"
     )
-    results = run_cases(cases, settings, progress=not args.quiet)
+    print("\n".join([*wrap(machine), *wrap(run)]), flush=True)
+    results = [result for settings in runs for result in run_cases(cases, settings, progress=not args.quiet)]
     print(format_results(results))
     if args.json:
         write_json(args.json, results)

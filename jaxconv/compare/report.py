@@ -6,12 +6,14 @@ import csv
 import json
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jaxconv.compare.environment import environment
 from jaxconv.compare.errors import ARITHMETIC_TOLERANCES
 from jaxconv.compare.results import CaseResult
+from jaxconv.compare.timing import Timing
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -26,12 +28,43 @@ def _mib(size: int | None) -> str:
     return "n/a" if size is None else f"{size / 2**20:.1f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+WIDTH = 100
+"""The widest line of the plain-text report: a table wider than this is cut into column blocks."""
+
+
+def wrap(text: str, indent: str = "  ", first: str = "") -> list[str]:
+    """``text`` in lines of at most :data:`WIDTH` characters: the first led by ``first``, the rest by ``indent``."""
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False) or [""]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: Sequence[int] = ()) -> str:
+    """Aligned columns, the first and those in ``left`` left-aligned, the others right-aligned.
+
+    A table wider than :data:`WIDTH` is cut into blocks of columns, each led by the first column.
+
+    >>> print(_table(["case", "a", "b"], [["x", "1", "22"]]))
+    case  a   b
+    ----  -  --
+    x     1  22
+    """
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    blocks: list[list[int]] = [[]]
+    used = widths[0]
+    for i in range(1, len(widths)):
+        if blocks[-1] and used + 2 + widths[i] > WIDTH:
+            blocks.append([])
+            used = widths[0]
+        blocks[-1].append(i)
+        used += 2 + widths[i]
+
+    def line(cells: Sequence[str], columns: Sequence[int]) -> str:
+        align = lambda i: str(cells[i]).ljust(widths[i]) if i in left else str(cells[i]).rjust(widths[i])
+        return "  ".join([str(cells[0]).ljust(widths[0]), *map(align, columns)]).rstrip()
+
+    return "\n\n".join(
+        "\n".join([line(header, columns), line(["-" * w for w in widths], columns), *(line(r, columns) for r in rows)])
+        for columns in blocks
     )
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def geometric_mean(values: Iterable[float | None]) -> float | None:
@@ -50,49 +83,66 @@ def describe_precision(result: CaseResult) -> str:
     return f"{result.dtype} at precision={precision} on {result.platform}: {result.arithmetic} arithmetic"
 
 
-def format_accuracy(results: Sequence[CaseResult]) -> str:
-    """The errors of every case, against lax at HIGHEST and against lax at the same precision."""
-    header = ["case", "dtype", "out abs/rel", "dL/dx abs/rel", "dL/dw abs/rel", "dL/db abs/rel"]
-    header += ["vs lax rel", "torch rel", "tolerance", "ok"]
+def _ints(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def format_cases(results: Sequence[CaseResult]) -> str:
+    """The cases' shapes and options, and the strategy jaxconv runs for each."""
+    header = ["case", "x", "w", "strategy", "options"]
     rows = []
-    for r in results:
-        cells = [r.case.name, r.dtype]
-        for name in ("out", "dx", "dw", "db"):
-            e = r.errors.get(name)
-            cells.append("-" if e is None else f"{e.abs:.1e}/{e.rel:.1e}")
-        cells += [_fmt(r.max_rel_error_vs_lax, ".1e"), _fmt(r.torch_max_rel_error, ".1e")]
-        cells += [f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL"]
-        rows.append(cells)
-    arithmetics = ", ".join(dict.fromkeys(describe_precision(r) for r in results))
+    for r in dict((r.case, r) for r in results).values():  # one row per case, whatever its dtypes
+        c = r.case
+        rows.append([c.name, _ints(c.x), _ints(c.w), r.strategy, " ".join(c.spec.split()[3:]) or "-"])
     return "\n".join(
         [
-            "Accuracy (max abs error / the same over max |reference|; reference: lax at precision=HIGHEST;",
-            "          vs lax: our largest relative difference from lax at the same precision as ours;",
-            f"          tolerance on the relative errors: {arithmetics})",
-            _table(header, rows),
+            "Cases (x: N,C,*spatial; w: FN,C/groups,*kernel; strategy: jaxconv's contraction)",
+            _table(header, rows, left=(3, 4)),
         ]
     )
 
 
-def format_speed(results: Sequence[CaseResult]) -> str:
-    """Times, rates and memory of the timed cases, and the geometric means of the ratios."""
-    header = ["case", "fwd ms", "lax", "ratio", "vag ms", "lax", "ratio", "noise", "GFLOP/s fwd", "vag"]
-    header += ["GEMM", "fwd/GEMM", "temp MiB", "lax", "ratio", "torch vag ms", "ours/torch"]
-    timed = [r for r in results if r.timed]
+def format_accuracy(results: Sequence[CaseResult]) -> str:
+    """The errors of every case, against lax at HIGHEST and against lax at the same precision."""
+    header = ["case", "dtype", "out", "dL/dx", "dL/dw", "dL/db", "max abs", "vs lax", "torch", "tol", "ok"]
     rows = []
+    for r in results:
+        cells = [r.case.name, r.dtype]
+        if r.skipped:
+            rows.append(cells + ["-"] * 7 + [f"{r.tolerance:.0e}", "skip"])
+            continue
+        cells += ["-" if name not in r.errors else f"{r.errors[name].rel:.1e}" for name in ("out", "dx", "dw", "db")]
+        cells += [f"{max(e.abs for e in r.errors.values()):.1e}"]
+        cells += [_fmt(r.max_rel_error_vs_lax, ".1e"), _fmt(r.torch_max_rel_error, ".1e")]
+        cells += [f"{r.tolerance:.0e}", "ok" if r.ok else "FAIL"]
+        rows.append(cells)
+    intro = (
+        "Accuracy (reference: lax at precision=HIGHEST): relative errors (max abs error over max "
+        "|reference|) of the output and the gradients; max abs: the largest abs error of them; vs lax: our "
+        "largest relative difference from lax at the same precision as ours; torch: PyTorch's largest "
+        "relative error; tol: the tolerance on the relative errors, for"
+    )
+    arithmetics = [f"  {a}" for a in dict.fromkeys(describe_precision(r) for r in results)]
+    return "\n".join([*wrap(intro), *arithmetics, _table(header, rows)])
+
+
+def _ms(timing: Timing | None) -> str:
+    return "n/a" if timing is None else f"{timing.median * 1e3:.2f}"
+
+
+def format_speed(results: Sequence[CaseResult]) -> str:
+    """Times, rates and memory of the timed cases (and PyTorch's times), and the geometric means of the ratios."""
+    timed = [r for r in results if r.timed]
+    speed, rates, torch = [], [], []
     for r in timed:
         f, v = r.forward, r.value_and_grad
         noise = max(t.iqr / t.median for t in (v["jaxconv"], v["lax"]))
-        rows.append(
+        speed.append([r.case.name, r.strategy, _ms(f["jaxconv"]), _ms(f["lax"]), _ratio(r.ratio("forward"))])
+        speed[-1] += [_ms(v["jaxconv"]), _ms(v["lax"]), _ratio(r.ratio("value_and_grad")), f"{noise:.0%}"]
+        rates.append(
             [
                 r.case.name,
-                f"{f['jaxconv'].median * 1e3:.2f}",
-                f"{f['lax'].median * 1e3:.2f}",
-                _ratio(r.ratio("forward")),
-                f"{v['jaxconv'].median * 1e3:.2f}",
-                f"{v['lax'].median * 1e3:.2f}",
-                _ratio(r.ratio("value_and_grad")),
-                f"{noise:.0%}",
+                f"{r.case.flops / 1e9:.3g}",
                 _fmt(r.gflops("forward"), ".1f"),
                 _fmt(r.gflops("value_and_grad"), ".1f"),
                 _fmt(r.gemm_gflops, ".1f"),
@@ -100,32 +150,64 @@ def format_speed(results: Sequence[CaseResult]) -> str:
                 _mib(r.temp_bytes["jaxconv_value_and_grad"]),
                 _mib(r.temp_bytes["lax_value_and_grad"]),
                 _ratio(r.temp_ratio),
-                _fmt(v["torch"].median * 1e3 if "torch" in v else None, ".2f"),
-                _ratio(r.ratio("value_and_grad", "torch")),
             ]
         )
+        if "torch" in v:
+            torch.append([r.case.name, _ms(f.get("torch")), _ms(v["torch"])])
+            torch[-1] += [_ratio(r.ratio("forward", "torch")), _ratio(r.ratio("value_and_grad", "torch"))]
     means = {
         "forward vs lax": geometric_mean(r.ratio("forward") for r in timed),
         "value_and_grad vs lax": geometric_mean(r.ratio("value_and_grad") for r in timed),
+        "forward vs torch": geometric_mean(r.ratio("forward", "torch") for r in timed),
         "value_and_grad vs torch": geometric_mean(r.ratio("value_and_grad", "torch") for r in timed),
     }
-    return "\n".join(
-        [
-            "Speed (median ms; ratio = jaxconv / lax; vag = value_and_grad; noise = IQR/median, worst of the two;",
-            "       fwd/GEMM = our forward GFLOP/s over a plain GEMM of the same M, K, N; temp = vag's XLA temp bytes)",
-            _table(header, rows),
-            "",
-            "geometric means of jaxconv time ratios: " + ", ".join(f"{k} {_ratio(v)}" for k, v in means.items()),
-        ]
-    )
+    lines = [
+        "Speed (median ms; ratio = jaxconv / lax; vag = value_and_grad; noise = IQR/median, worst of the two)",
+        _table(["case", "strategy", "fwd ms", "lax", "ratio", "vag ms", "lax", "ratio", "noise"], speed, left=(1,)),
+        "",
+        "Rates and memory (GFLOP: the forward's; fwd/GEMM = our forward GFLOP/s over a plain GEMM of the",
+        "                  same M, K, N; temp = vag's XLA temp bytes, ratio = jaxconv / lax)",
+        _table(["case", "GFLOP", "GFLOP/s fwd", "vag", "GEMM", "fwd/GEMM", "temp MiB", "lax", "ratio"], rates),
+    ]
+    if torch:
+        header = ["case", "torch fwd ms", "vag ms", "jaxconv/torch fwd", "vag"]
+        lines += ["", "PyTorch (median ms, and jaxconv's time over PyTorch's)", _table(header, torch)]
+    lines += ["", "geometric means of jaxconv's time ratios:"]
+    lines += wrap(", ".join(f"{k} {_ratio(v)}" for k, v in means.items()), first="  ")
+    return "\n".join(lines)
+
+
+def format_notes(results: Sequence[CaseResult]) -> list[str]:
+    """Each note once, with the cases it concerns ("all cases" when every case has it), wrapped to :data:`WIDTH`."""
+    cases: dict[str, list[str]] = {}
+    for r in results:
+        for note in r.notes:
+            cases.setdefault(note, []).append(
+                f"{r.case.name} ({r.dtype})" if len({x.dtype for x in results}) > 1 else r.case.name
+            )
+    lines = []
+    for note, names in cases.items():
+        where = "all cases" if len(names) == len(results) > 1 else ", ".join(dict.fromkeys(names))
+        lines += wrap(f"{where}: {note}")
+    return lines
 
 
 def format_results(results: Sequence[CaseResult]) -> str:
-    """Two plain tables, one row per case: accuracy, then (for timed results) speed and memory, and the means."""
-    parts = [format_accuracy(results)]
-    if any(r.timed for r in results):
-        parts += ["", format_speed(results)]
-    parts += [f"{r.case.name}: {note}" for r in results for note in r.notes]
+    """The cases, then plain tables one row per case: accuracy, speed and memory (when timed), and the notes.
+
+    With several dtypes the accuracy and speed tables come once per dtype.
+    """
+    parts = [format_cases(results)]
+    dtypes = list(dict.fromkeys(r.dtype for r in results))
+    for dtype in dtypes:
+        group = [r for r in results if r.dtype == dtype]
+        parts += ["", f"== {dtype} ==", ""] if len(dtypes) > 1 else [""]
+        parts.append(format_accuracy(group))
+        if any(r.timed for r in group):
+            parts += ["", format_speed(group)]
+    notes = format_notes(results)
+    if notes:
+        parts += ["", *notes]
     return "\n".join(parts)
 
 

@@ -34,6 +34,11 @@ class CaseResult:
       arithmetic: what the float GEMMs really computed in (see :func:`jaxconv.compare.arithmetic`).
       torch_tolerance: the tolerance of PyTorch's errors, which runs at its own default precision;
         None: ``tolerance``.
+      strategy: the contraction strategy jaxconv runs for this conv (``jaxconv.conv_strategy``), e.g.
+        ``gemm``; ``-`` where the core does not say.
+      backend: jaxconv's ``backend=`` argument (None: the function's default).
+      skipped: jaxconv refused the case (e.g. ``backend="pallas"`` cannot run it; the first note says
+        why): no errors and no times, and it does not fail the run.
     """
 
     case: Case
@@ -50,11 +55,14 @@ class CaseResult:
     platform: str = "cpu"
     arithmetic: str = "float32"
     torch_tolerance: float | None = None
+    strategy: str = "-"
+    backend: str | None = None
+    skipped: bool = False
 
     @property
     def max_rel_error(self) -> float:
-        """Our largest relative error against lax at HIGHEST."""
-        return max_rel(self.errors)
+        """Our largest relative error against lax at HIGHEST (NaN when skipped)."""
+        return math.nan if self.skipped else max_rel(self.errors)
 
     @property
     def max_rel_error_vs_lax(self) -> float | None:
@@ -67,7 +75,9 @@ class CaseResult:
 
     @property
     def ok(self) -> bool:
-        """Every error of ours, and of torch when it ran, within its tolerance (NaN fails)."""
+        """Every error of ours, and of torch when it ran, within its tolerance (NaN fails); True when skipped."""
+        if self.skipped:
+            return True
         if not self.max_rel_error <= self.tolerance:
             return False
         torch_tolerance = self.tolerance if self.torch_tolerance is None else self.torch_tolerance

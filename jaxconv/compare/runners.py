@@ -12,12 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._api import conv, lax_conv
-from jaxconv._validate import as_dtype, as_finite, as_int
-from jaxconv.compare.cases import Case, as_cases
+from jaxconv._api import BACKENDS, conv
+from jaxconv._lax_compat import conv_general_dilated
+from jaxconv._validate import as_dtype, as_finite, as_int, check_choice
+from jaxconv.compare.cases import Case
+from jaxconv.compare.convs import ConvFn, jaxconv_fn, lax_fn, strategy
 from jaxconv.compare.environment import cpu_count
 from jaxconv.compare.errors import TOLERANCES, Error, arithmetic, precision_level
 from jaxconv.compare.errors import tolerance as tolerance_for
+from jaxconv.compare.presets import as_cases
 from jaxconv.compare.results import CaseResult
 from jaxconv.compare.timing import Timing, time_interleaved
 from jaxconv.compare.torch_conv import import_torch, torch_device, torch_functions
@@ -43,6 +46,7 @@ class Settings:
     torch: Any
     torch_note: str | None
     torch_tolerance: float
+    backend: str | None = None
 
 
 def check_settings(
@@ -55,8 +59,11 @@ def check_settings(
     seed: int = 0,
     precision: Any = None,
     timing: bool = True,
+    backend: str | None = None,
 ) -> Settings:
     """Checks every option of :func:`compare` before anything is compiled; ValueError/TypeError naming it."""
+    if backend is not None:
+        check_choice(backend, BACKENDS, "backend")
     dtype = as_dtype(dtype, "dtype")
     if dtype is None or dtype.name not in TOLERANCES:
         raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}, got {dtype}")
@@ -83,22 +90,27 @@ def check_settings(
         torch_note=torch_note,
         # PyTorch runs at its own default precision (TF32 convs on Ampere+ GPUs), whatever ours is.
         torch_tolerance=tolerance_for(dtype, None, platform) if given is None else given,
+        backend=backend,
     )
 
 
-def _loss(conv_fn: Callable[..., jax.Array], options: Mapping[str, Any], with_bias: bool) -> Callable[..., jax.Array]:
+def _with_bias(fn: ConvFn, with_bias: bool) -> Callable[..., jax.Array]:
+    """``(x, w, b) -> out`` as ``(x, w, b)`` with a bias, ``(x, w)`` without."""
+    return fn if with_bias else (lambda x, w: fn(x, w, None))
+
+
+def _loss(fn: ConvFn, with_bias: bool) -> Callable[..., jax.Array]:
     """``L = sum(conv(x, w, b) * g)``: its gradient is the conv's VJP applied to the cotangent ``g``."""
-    if with_bias:
-        return lambda x, w, b, g: jnp.sum(conv_fn(x, w, b, **options) * g)
-    return lambda x, w, g: jnp.sum(conv_fn(x, w, None, **options) * g)
+    conv_of = _with_bias(fn, with_bias)
+    return lambda *args: jnp.sum(conv_of(*args[:-1]) * args[-1])
 
 
-def _outputs(conv_fn: Callable[..., jax.Array], options: Mapping[str, Any], with_bias: bool) -> Callable[..., Any]:
+def _outputs(fn: ConvFn, with_bias: bool) -> Callable[..., Any]:
     """``(x, w[, b], g) -> (out, dL/dx, dL/dw[, dL/db])`` for ``L = sum(conv(x, w, b) * g)``, by one ``jax.vjp``."""
 
     def outputs(*args: jax.Array) -> tuple[jax.Array, ...]:
         *params, g = args
-        out, vjp = jax.vjp(lambda *p: conv_fn(*p, *(() if with_bias else (None,)), **options), *params)
+        out, vjp = jax.vjp(_with_bias(fn, with_bias), *params)
         return (out, *vjp(g))
 
     return outputs
@@ -146,9 +158,7 @@ def _errors(values: Sequence[Any], references: Sequence[Any], names: Sequence[st
     return {name: Error.of(v, r) for name, v, r in zip(names, values, references)}
 
 
-def _compare_case(
-    case: Case, *, conv_fn: Callable[..., jax.Array], settings: Settings, seed: int, say: Callable[[str], None]
-) -> CaseResult:
+def _compare_case(case: Case, *, ours: ConvFn, settings: Settings, seed: int, say: Callable[[str], None]) -> CaseResult:
     dtype = settings.dtype
     rng = np.random.default_rng(seed)
     shapes = [case.x, case.w] + ([(case.w[0],)] if case.with_bias else []) + [case.out_shape]
@@ -157,30 +167,36 @@ def _compare_case(
     args = [jnp.asarray(a, dtype) for a in inputs]
     names = ("out", "dx", "dw", "db")[: len(args)]
     argnums = tuple(range(len(args) - 1))
+    with_bias = case.with_bias
 
-    options = dict(case.options, precision=settings.precision)
-    highest = dict(case.options, precision=lax.Precision.HIGHEST)
+    theirs = lax_fn(case, precision=settings.precision)
     ref_args = [jnp.asarray(a, _reference_dtype(dtype)) for a in inputs]
-    reference = _outputs(lax_conv, highest, case.with_bias)
+    reference = _outputs(lax_fn(case, precision=lax.Precision.HIGHEST), with_bias)
     fns, outputs = {}, {}
-    if settings.timing:
-        references = _compiled(reference, ref_args)(*ref_args)
-        for who, fn in (("jaxconv", conv_fn), ("lax", lax_conv)):
-            # The errors come from the very executables that are timed.
-            fns[f"{who}_forward"] = _compiled(lambda x, w, *b, fn=fn: fn(x, w, *b, **options), args[:-1])
-            loss = _loss(fn, options, case.with_bias)
-            fns[f"{who}_value_and_grad"] = _compiled(jax.value_and_grad(loss, argnums=argnums), args)
-            _, grads = fns[f"{who}_value_and_grad"](*args)
-            outputs[who] = (fns[f"{who}_forward"](*args[:-1]), *grads)
-    else:  # errors only: ours, lax's and the reference in one executable, one compile per case
-        ours, theirs = (_outputs(fn, options, case.with_bias) for fn in (conv_fn, lax_conv))
-        everything = _compiled(lambda a, r: (ours(*a), theirs(*a), reference(*r)), (args, ref_args))
-        outputs["jaxconv"], outputs["lax"], references = everything(args, ref_args)
+    try:
+        if settings.timing:
+            for who, fn in (("jaxconv", ours), ("lax", theirs)):
+                # The errors come from the very executables that are timed.
+                fns[f"{who}_forward"] = _compiled(_with_bias(fn, with_bias), args[:-1])
+                fns[f"{who}_value_and_grad"] = _compiled(jax.value_and_grad(_loss(fn, with_bias), argnums), args)
+            references = _compiled(reference, ref_args)(*ref_args)
+            for who in ("jaxconv", "lax"):
+                _, grads = fns[f"{who}_value_and_grad"](*args)
+                outputs[who] = (fns[f"{who}_forward"](*args[:-1]), *grads)
+        else:  # errors only: ours, lax's and the reference in one executable, one compile per case
+            both = [_outputs(fn, with_bias) for fn in (ours, theirs)]
+            everything = _compiled(lambda a, r: (both[0](*a), both[1](*a), reference(*r)), (args, ref_args))
+            outputs["jaxconv"], outputs["lax"], references = everything(args, ref_args)
+    except ValueError as error:
+        if settings.backend != "pallas":
+            raise
+        # The Pallas kernels refuse, when traced, the convs they cannot run: reported, not fatal.
+        return _skipped(case, settings, f"backend='pallas' refused it: {str(error).splitlines()[0]}")
     errors = _errors(outputs["jaxconv"], references, names)
     errors_vs_lax = _errors(outputs["jaxconv"], outputs["lax"], names)
     del outputs
 
-    notes = [settings.torch_note] if settings.torch_note else []
+    notes = []
     torch_errors, torch_fns = None, None
     if settings.torch is not None:
         device = torch_device(settings.torch)
@@ -217,10 +233,36 @@ def _compare_case(
         temp_bytes={name: _temp_bytes(compiled) for name, compiled in fns.items()},
         notes=tuple(notes),
         errors_vs_lax=errors_vs_lax,
+        **_run_fields(case, settings),
+    )
+
+
+def _run_fields(case: Case, settings: Settings) -> dict[str, Any]:
+    """The :class:`CaseResult` fields that the settings decide, not the measurements."""
+    return dict(
         precision=None if settings.precision is None else settings.precision.name.lower(),
         platform=settings.platform,
-        arithmetic=arithmetic(dtype, settings.precision, settings.platform),
+        arithmetic=arithmetic(settings.dtype, settings.precision, settings.platform),
         torch_tolerance=settings.torch_tolerance,
+        strategy=strategy(case, settings.dtype, settings.platform),
+        backend=settings.backend,
+    )
+
+
+def _skipped(case: Case, settings: Settings, reason: str) -> CaseResult:
+    """The result of a case that jaxconv refused to run: no errors, no times, ``reason`` as its note."""
+    return CaseResult(
+        case=case,
+        dtype=settings.dtype.name,
+        tolerance=settings.tolerance,
+        errors={},
+        torch_errors=None,
+        forward={},
+        value_and_grad={},
+        temp_bytes={},
+        notes=(reason,),
+        skipped=True,
+        **_run_fields(case, settings),
     )
 
 
@@ -245,6 +287,7 @@ def compare(
     precision: Any = None,
     timing: bool = True,
     progress: bool | Callable[[str], None] = False,
+    backend: str | None = None,
 ) -> list[CaseResult]:
     """Compares ``conv_fn`` (default :func:`jaxconv.conv`) with lax's conv, and PyTorch's, on each case.
 
@@ -257,13 +300,17 @@ def compare(
       repeats: at least this many timed calls per measurement.
       min_time: and about this many seconds per measurement (0: exactly ``repeats`` calls).
       torch: also run PyTorch: True (an error if it is missing), False, or "auto" (when importable).
-      conv_fn: the implementation under test, with :func:`jaxconv.conv`'s signature.
+      conv_fn: the implementation under test, with :func:`jaxconv.conv`'s signature; None runs
+        ``jaxconv.conv``, and ``jaxconv.conv_general_dilated`` for input-dilated cases (which
+        another ``conv_fn`` cannot take: ValueError).
       tolerance: overrides :func:`tolerance`'s rule for the dtype, precision and backend.
       seed: seeds the random inputs (>= 0).
       precision: passed to ``conv_fn`` and to lax's conv (None: JAX's default); the
         reference is always lax at ``HIGHEST``.
       timing: False measures the errors only (what ``jaxconv check`` does).
       progress: True prints progress to stderr; a callable receives each message.
+      backend: jaxconv's ``backend=`` (``"xla"``, ``"pallas"``, ``"auto"``; None: the function's
+        default). A case that ``"pallas"`` refuses comes back :attr:`CaseResult.skipped`, saying why.
 
     Returns:
       One :class:`CaseResult` per case, in order.
@@ -281,6 +328,7 @@ def compare(
         seed=seed,
         precision=precision,
         timing=timing,
+        backend=backend,
     )
     return run_cases(as_cases(cases), settings, conv_fn=conv_fn, progress=progress)
 
@@ -294,6 +342,13 @@ def run_cases(
 ) -> list[CaseResult]:
     """:func:`compare` with options already checked by :func:`check_settings`."""
     say = _progress_writer(progress)
+    if conv_fn is not None:
+        dilated = [case.name for case in cases if case.lhs_dilated]
+        if dilated:
+            raise ValueError(
+                f"cases {', '.join(dilated)} are input-dilated (lhs_dilation): they run jaxconv.conv_general_dilated, "
+                "and a conv_fn with jaxconv.conv's signature cannot take them"
+            )
     torch_module, old_threads = settings.torch, None
     if torch_module is not None:
         old_threads = torch_module.get_num_threads()
@@ -302,14 +357,23 @@ def run_cases(
     try:
         for index, case in enumerate(cases):
             say(f"[{index + 1}/{len(cases)}] {case.name}: compiling ({case.spec})")
-            result = _compare_case(
-                case,
-                conv_fn=conv if conv_fn is None else conv_fn,
-                settings=settings,
-                seed=settings.seed + index,
-                say=say,
-            )
+            try:
+                ours = jaxconv_fn(
+                    case,
+                    conv if conv_fn is None else conv_fn,
+                    conv_general_dilated if conv_fn is None else None,
+                    precision=settings.precision,
+                    backend=settings.backend,
+                )
+            except ValueError as error:  # a backend the drop-in does not take
+                results.append(_skipped(case, settings, str(error)))
+                say(f"[{index + 1}/{len(cases)}] {case.name}: skipped ({error})")
+                continue
+            result = _compare_case(case, ours=ours, settings=settings, seed=settings.seed + index, say=say)
             results.append(result)
+            if result.skipped:
+                say(f"[{index + 1}/{len(cases)}] {case.name}: skipped ({result.notes[0]})")
+                continue
             timing = ""
             if result.timed:
                 timing = (
