@@ -27,8 +27,9 @@ def _run(block, tmp_path, monkeypatch):
 
 def test_the_readme_has_the_blocks_this_file_checks():
     blocks = _blocks()
-    assert len(blocks) == 2
-    assert "jaxconv.conv2d(x, w, b, stride=1, padding=1)" in blocks[0] and "fit(TrainConfig(" in blocks[1]
+    assert len(blocks) == 3
+    assert "jaxconv.conv2d(x, w, b, stride=1, padding=1)" in blocks[0] and "fit(TrainConfig(" in blocks[2]
+    assert "jaxconv.conv_transpose(x, w, (2, 2), " in blocks[1]
 
 
 def test_quickstart(tmp_path, monkeypatch):
@@ -45,8 +46,21 @@ def test_quickstart(tmp_path, monkeypatch):
     np.testing.assert_allclose(ns["y"], nhwc, rtol=1e-5, atol=1e-5)
 
 
-def test_training_from_python(tmp_path, monkeypatch):
+def test_transposed_convolutions(tmp_path, monkeypatch):
     ns = _run(_blocks()[1], tmp_path, monkeypatch)
+    x, w = ns["x"], ns["w"]
+    np.testing.assert_allclose(ns["y"], lax.conv_transpose(x, w, (2, 2), "SAME"), rtol=1e-5, atol=1e-5)
+    assert ns["y"].shape == ns["z"].shape == (8, 32, 32, 32)
+    # PyTorch's conv_transpose2d(stride=2, padding=1) of ones: lax's input-dilated conv with pads k - 1 - 1
+    ones_t = lax.conv_general_dilated(
+        np.ones((8, 64, 16, 16), np.float32), np.ones((32, 64, 4, 4), np.float32), (1, 1), [(2, 2), (2, 2)],
+        lhs_dilation=(2, 2),
+    )  # fmt: skip
+    np.testing.assert_allclose(ns["z"], ones_t, rtol=1e-5)
+
+
+def test_training_from_python(tmp_path, monkeypatch):
+    ns = _run(_blocks()[2], tmp_path, monkeypatch)
     result = ns["result"]
     assert result.config.epochs == 10 and len(result.history) == 10
     assert result.test_accuracy > 0.9
