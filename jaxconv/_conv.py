@@ -284,6 +284,21 @@ def _filter_grad_and(spec, x, w_shape, dout, step):
     return other, unflatten_filters(dw_flat, w_shape)
 
 
+def _multiply_reduce_filter_grad_and(spec, x, w_shape, dout, step):
+    """:func:`_filter_grad_and` for the multiply-reduce contraction: Eq. 1 and ``step(x_chunk, dout_chunk)``.
+
+    phi is never written, but the products each kernel offset reduces are: the chunks bound them as they bound phi.
+    """
+
+    def chunk_backward(dw, x_chunk, dout_chunk):
+        dw = dw + multiply_reduce_filter_grad(x_chunk, dout_chunk, spec.geometry, spec.groups)  # Eq. 1
+        return dw, step(x_chunk, dout_chunk)
+
+    dw = match_varying_axes(jnp.zeros(w_shape, _accumulation_dtype(dout.dtype)), x, dout)[0]
+    dw, other = over_batch_chunks(chunk_backward, dw, [x, dout], chunk_size(spec, x.shape, x.dtype))
+    return other, dw
+
+
 # --- forward and backward, XLA backend ----------------------------------------------
 
 
@@ -295,11 +310,11 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
         return _pallas.fused_forward(
             x, w, spec.geometry, spec.groups, preferred_element_type=spec.preferred_element_type
         )
-    if spec.contraction == "multiply_reduce":  # phi never written: no chunks needed
-        return multiply_reduce_forward(x, w, spec.geometry, spec.groups, spec.preferred_element_type)
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, x_chunk):
+        if spec.contraction == "multiply_reduce":  # phi's slabs, fused or (inside a larger program) per chunk
+            return carry, multiply_reduce_forward(x_chunk, w, spec.geometry, spec.groups, spec.preferred_element_type)
         phi_t = im2col_t(x_chunk, spec.geometry)  # phi(I)^T
         return carry, _apply_filters(spec, phi_t, w_flat, x_chunk.shape[0], spec.preferred_element_type)
 
@@ -315,8 +330,10 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
         dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups)
         return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
     if spec.contraction == "multiply_reduce":
-        dx = multiply_reduce_input_grad(dout, w, spec.geometry, spec.groups, dout.dtype)
-        return dx, multiply_reduce_filter_grad(x, dout, spec.geometry, spec.groups)
+        step = lambda x_chunk, dout_chunk: multiply_reduce_input_grad(
+            dout_chunk, w, spec.geometry, spec.groups, dout.dtype
+        )
+        return _multiply_reduce_filter_grad_and(spec, x, w.shape, dout, step)
     w_flat = flatten_filters(w, spec.groups).astype(dout.dtype)  # F_f
     step = lambda phi_t, dout_t, batch: _spread(spec, dout_t, w_flat, batch, dout.dtype)  # Eq. 2 + col2im
     return _filter_grad_and(spec, x, w.shape, dout, step)
@@ -329,11 +346,11 @@ def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array
     ``(N, FN, *out)``, ``w`` like its filters, and the result like its input ``(N, C, *in)``.
     """
     dtype = d.dtype if spec.preferred_element_type is None else np.dtype(spec.preferred_element_type)
-    if spec.contraction == "multiply_reduce":
-        return multiply_reduce_input_grad(d, w, spec.geometry, spec.groups, dtype)
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, d_chunk):
+        if spec.contraction == "multiply_reduce":
+            return carry, multiply_reduce_input_grad(d_chunk, w, spec.geometry, spec.groups, dtype)
         d_t = from_output(d_chunk, spec.geometry, spec.groups)
         return carry, _spread(spec, d_t, w_flat, d_chunk.shape[0], dtype)
 
@@ -348,8 +365,10 @@ def _transposed_backward(spec: ConvSpec, dy: jax.Array, w: jax.Array, d: jax.Arr
     Both read one phi(dY) per chunk.
     """
     if spec.contraction == "multiply_reduce":
-        dd = multiply_reduce_forward(dy, w.astype(dy.dtype), spec.geometry, spec.groups)
-        return dd, multiply_reduce_filter_grad(dy, d.astype(dy.dtype), spec.geometry, spec.groups)
+        step = lambda dy_chunk, d_chunk: multiply_reduce_forward(
+            dy_chunk, w.astype(dy.dtype), spec.geometry, spec.groups
+        )
+        return _multiply_reduce_filter_grad_and(spec, dy, w.shape, d.astype(dy.dtype), step)
     w_flat = flatten_filters(w, spec.groups).astype(dy.dtype)  # F_f
     step = lambda phi_t, d_t, batch: _apply_filters(spec, phi_t, w_flat, batch, dy.dtype)  # O_f = phi F_f
     return _filter_grad_and(spec, dy, w.shape, d.astype(dy.dtype), step)
@@ -363,7 +382,7 @@ def _under_vmap_budget(fn, *, fold_batch: bool = False):
 
     @functools.wraps(fn)
     def wrapped(spec: ConvSpec, *arrays):
-        if spec.backend != "xla" or spec.max_cols_bytes is None or spec.contraction == "multiply_reduce":
+        if spec.backend != "xla" or spec.max_cols_bytes is None:
             return fn(spec, *arrays)
         first, w = arrays[:2]
         per_item = first.shape[0] * phi_bytes_per_image(spec, w.shape[1] * spec.groups, first.dtype)

@@ -180,27 +180,40 @@ def window_slabs(x: jax.Array, geometry: ConvGeometry) -> list[jax.Array]:
 
 
 def add_slabs(slabs: list[jax.Array], geometry: ConvGeometry) -> jax.Array:
-    """The adjoint of :func:`window_slabs`: col2im as one strided pad per kernel offset, all summed.
+    """The adjoint of :func:`window_slabs`: col2im as shifted adds, one stride phase at a time.
 
-    Kernel offset ``k`` of window ``o`` read padded position
-    ``o * stride + k * dilation``; a ``lax.pad`` with low pad ``k * dilation``
-    and interior pad ``stride - 1`` puts that offset's slab exactly there.
-    ``K x (A, B, *out) -> (A, B, *spatial)``, whichever two leading axes the slabs have.
+    Kernel offset ``k`` of window ``o`` read padded position ``o * stride + k *
+    dilation``. With ``k * dilation = q * stride + r``, that is position ``o + q``
+    of phase ``r``'s coarse grid (every ``stride``-th pixel from ``r``). Each
+    phase sums its offsets' slabs, each padded by ``q`` (one fused loop per
+    phase), and the phases interleave into the padded input: a pixel adds only
+    the offsets that reach it, never the holes of the others (``stride**d``
+    fewer adds than padding every slab over the whole input). With stride 1
+    there is one phase. ``K x (A, B, *out) -> (A, B, *spatial)``, whichever two
+    leading axes the slabs have.
     """
-    leading = slabs[0].shape[:2]
+    leading, dtype, stride = slabs[0].shape[:2], slabs[0].dtype, geometry.stride
     if slabs[0].size == 0:
-        return unpad_input(jnp.zeros(leading + geometry.padded_spatial, slabs[0].dtype), geometry)
-    zero = jnp.zeros((), slabs[0].dtype)
-    placed = []
+        return unpad_input(jnp.zeros(leading + geometry.padded_spatial, dtype), geometry)
+    coarse = tuple(-(-p // s) for p, s in zip(geometry.padded_spatial, stride))
+    zero = jnp.zeros((), dtype)
+    phases: dict[tuple[int, ...], list[jax.Array]] = {}
     for slab, offset in zip(slabs, np.ndindex(*geometry.kernel_size)):
+        shift = [k * d for k, d in zip(offset, geometry.dilation)]
         config = [(0, 0, 0), (0, 0, 0)]
-        for o, s, d, k, p in zip(
-            geometry.out_spatial, geometry.stride, geometry.dilation, offset, geometry.padded_spatial
-        ):
-            config.append((k * d, p - k * d - ((o - 1) * s + 1), s - 1))
-        placed.append(lax.pad(slab, zero, config))
-    # One sum over the stacked slabs rather than a chain of adds: a cheaper fused loop (RESULTS.md, "Design choices").
-    return unpad_input(jnp.stack(placed).sum(axis=0), geometry)
+        config += [(t // s, c - t // s - o, 0) for t, s, c, o in zip(shift, stride, coarse, geometry.out_spatial)]
+        phases.setdefault(tuple(t % s for t, s in zip(shift, stride)), []).append(lax.pad(slab, zero, config))
+    # One sum over a phase's stacked slabs rather than a chain of adds: a cheaper fused loop (RESULTS.md).
+    grids = [
+        jnp.stack(phases[phase]).sum(axis=0) if phase in phases else jnp.zeros(leading + coarse, dtype)
+        for phase in np.ndindex(*stride)
+    ]
+    n = geometry.ndim
+    total = jnp.stack(grids).reshape(stride + leading + coarse)  # (*stride, A, B, *coarse)
+    order = (n, n + 1) + tuple(axis for d in range(n) for axis in (n + 2 + d, d))  # (A, B, coarse_1, s_1, ...)
+    total = total.transpose(order).reshape(leading + tuple(c * s for c, s in zip(coarse, stride)))
+    total = total[(slice(None), slice(None)) + tuple(slice(0, p) for p in geometry.padded_spatial)]
+    return unpad_input(total, geometry)
 
 
 def _pad_add(windows: jax.Array, geometry: ConvGeometry) -> jax.Array:
