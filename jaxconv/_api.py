@@ -20,9 +20,10 @@ from jax import lax
 
 from jaxconv._budget import batch_devices, resolve_max_cols_bytes
 from jaxconv._contraction import contraction_for
-from jaxconv._conv import ConvSpec, add_bias, apply_conv
+from jaxconv._conv import ConvSpec, add_bias
 from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
+from jaxconv._primitives import apply_conv
 from jaxconv._validate import (
     as_array,
     as_dtype,

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks, under_auto_axes
+from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks
 from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
 from jaxconv._contraction import (
     Contraction,
@@ -346,6 +346,10 @@ def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array
     ``(N, FN, *out)``, ``w`` like its filters, and the result like its input ``(N, C, *in)``.
     """
     dtype = d.dtype if spec.preferred_element_type is None else np.dtype(spec.preferred_element_type)
+    if spec.backend == "pallas":
+        from jaxconv import _pallas
+
+        return _pallas.fused_input_grad(d, w, spec.geometry, spec.groups).astype(dtype)
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, d_chunk):
@@ -359,19 +363,17 @@ def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array
     return out
 
 
-def _transposed_backward(spec: ConvSpec, dy: jax.Array, w: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The transposed conv's VJP: dL/dd is the conv's forward on dL/dY, phi(dY) F_f; dL/dW is Eq. 1, phi(dY)^T d_f.
+def _filter_grad(spec: ConvSpec, x: jax.Array, dout: jax.Array) -> jax.Array:
+    """Eq. 1 alone, dL/dW = phi(x)^T dL/dO_f over the chunks: ``(N, C, *in) x (N, FN, *out) -> (FN, C/G, *k)``."""
+    w_shape = (dout.shape[1], x.shape[1] // spec.groups) + spec.geometry.kernel_size
+    if spec.backend == "pallas":
+        from jaxconv import _pallas
 
-    Both read one phi(dY) per chunk.
-    """
-    if spec.contraction == "multiply_reduce":
-        step = lambda dy_chunk, d_chunk: multiply_reduce_forward(
-            dy_chunk, w.astype(dy.dtype), spec.geometry, spec.groups
-        )
-        return _multiply_reduce_filter_grad_and(spec, dy, w.shape, d.astype(dy.dtype), step)
-    w_flat = flatten_filters(w, spec.groups).astype(dy.dtype)  # F_f
-    step = lambda phi_t, d_t, batch: _apply_filters(spec, phi_t, w_flat, batch, dy.dtype)  # O_f = phi F_f
-    return _filter_grad_and(spec, dy, w.shape, d.astype(dy.dtype), step)
+        return _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
+    nothing = lambda *chunk: ()
+    summed = _multiply_reduce_filter_grad_and if spec.contraction == "multiply_reduce" else _filter_grad_and
+    dtype = dout.dtype if spec.preferred_element_type is None else spec.preferred_element_type
+    return summed(spec, x, w_shape, dout, nothing)[1].astype(dtype)  # summed in float32 for half types
 
 
 def _under_vmap_budget(fn, *, fold_batch: bool = False):
@@ -394,8 +396,6 @@ def _under_vmap_budget(fn, *, fold_batch: bool = False):
 
 forward = _under_vmap_budget(_forward, fold_batch=True)  # images in, images out: a vmapped axis is more images
 backward = _under_vmap_budget(_backward)  # dL/dW is each vmapped call's own: chunks of vmapped calls
-transposed_forward = _under_vmap_budget(_transposed_forward, fold_batch=True)
-transposed_backward = _under_vmap_budget(_transposed_backward)
 
 
 # --- the custom VJP --------------------------------------------------------------
@@ -426,14 +426,3 @@ def _conv_bwd(spec, residuals, dout):
 
 
 conv_vjp.defvjp(_conv_fwd, _conv_bwd)
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def apply_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
-    """Jitted entry point: the custom VJP for inexact dtypes, the plain forward for integers and bool."""
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        return under_auto_axes(functools.partial(conv_forward, spec=spec), x, w, b)
-    # Inside shard_map a replicated w meets a sharded x: the VJP must see them vary alike (its dL/dW is
-    # then summed over the devices by the cast's own transpose, as for lax's conv).
-    x, w, b = match_varying_axes(x, w, b)
-    return under_auto_axes(functools.partial(conv_vjp, spec=spec), x, w, b)

@@ -4,7 +4,9 @@ Same signature and semantics (any ``dimension_numbers``, lhs and rhs
 dilation, negative padding, feature and batch groups, precision,
 ``preferred_element_type``, zero-size inputs and empty outputs), computed by
 the im2col + GEMM custom VJP. Arguments lax would reject raise
-``ValueError``/``TypeError`` here, in Python, before anything reaches XLA.
+``ValueError``/``TypeError`` here, in Python, before anything reaches XLA:
+the very type lax raises wherever lax raises one of the two itself
+(``tests/test_lax_errors.py`` holds the table).
 
 Layouts are handled by transposing to the canonical ``(N, C, *spatial)`` /
 ``(O, I, *kernel)`` order of :mod:`jaxconv._conv` and back. Batch groups
@@ -17,6 +19,7 @@ feature-grouped convolution with the same filters.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,14 +29,21 @@ import numpy as np
 from jax import lax
 
 from jaxconv._api import make_spec
-from jaxconv._conv import ConvSpec, apply_conv
+from jaxconv._conv import ConvSpec
 from jaxconv._geometry import conv_geometry, dilate_dim
-from jaxconv._transpose import apply_conv_transpose, primal_filters, transposed_route
+from jaxconv._primitives import apply_conv, apply_conv_transpose
+from jaxconv._transpose import primal_filters, transposed_route
 from jaxconv._validate import as_array, as_int, ntuple
 
 
-def _per_dim(value: Any, n: int, name: str, lhs_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """lax's per-spatial-dimension arguments: a sequence of ``n`` positive ints (None: ones, for dilations)."""
+def _per_dim(
+    value: Any, n: int, name: str, lhs_shape: tuple[int, ...], *, nonpositive: type[Exception] = ValueError
+) -> tuple[int, ...]:
+    """lax's per-spatial-dimension arguments: a sequence of ``n`` positive ints (None: ones, for dilations).
+
+    lax refuses a non-positive dilation in Python with a TypeError (its ``_dilate_shape``), a non-positive
+    stride only in XLA's verifier, with a ValueError: ``nonpositive`` is the type to raise.
+    """
     if value is None and name != "window_strides":
         return (1,) * n
     if value is None or isinstance(value, (int, np.integer, str)) or np.ndim(value) != 1:
@@ -41,7 +51,46 @@ def _per_dim(value: Any, n: int, name: str, lhs_shape: tuple[int, ...]) -> tuple
     values = tuple(value)
     if len(values) != n:
         raise ValueError(f"{name} must have {n} entries for lhs.shape={lhs_shape}, got {value!r}")
-    return ntuple(values, n, name)
+    values = ntuple(values, n, name, minimum=None)
+    if any(v < 1 for v in values):
+        raise nonpositive(f"{name} must be >= 1 in every dimension, got {values}")
+    return values
+
+
+def _dimension_numbers(
+    lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], dimension_numbers: Any
+) -> lax.ConvDimensionNumbers:
+    """lax's ``conv_dimension_numbers`` (its TypeErrors); a ``ConvDimensionNumbers`` it passes on unchecked is checked.
+
+    lax meets a bad one later, as an IndexError or in XLA's verifier; here it is a ValueError.
+    """
+    if len(lhs_shape) != len(rhs_shape):
+        # lax's conv_dimension_numbers raises TypeError, but returns a ConvDimensionNumbers as given,
+        # leaving the ranks to the shape rule's ValueError.
+        error = ValueError if isinstance(dimension_numbers, lax.ConvDimensionNumbers) else TypeError
+        raise error(f"lhs and rhs must have the same rank, got lhs.shape={lhs_shape} and rhs.shape={rhs_shape}")
+    if len(lhs_shape) < 2:  # lax: an IndexError
+        raise TypeError(f"lhs and rhs need rank >= 2 (batch and feature dims), got lhs.shape={lhs_shape}")
+    dnums = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+    for name, spec in zip(dnums._fields, dnums):
+        try:
+            is_permutation = sorted(operator.index(i) for i in spec) == list(range(len(lhs_shape)))
+        except TypeError:
+            is_permutation = False
+        if not is_permutation:
+            raise ValueError(
+                f"dimension_numbers.{name} must be a permutation of range({len(lhs_shape)}) for "
+                f"lhs.shape={lhs_shape} and rhs.shape={rhs_shape}, got {spec!r}"
+            )
+    return lax.ConvDimensionNumbers(*(tuple(operator.index(i) for i in spec) for spec in dnums))
+
+
+def _explicit_padding(padding: Any) -> tuple[tuple[int, int], ...]:
+    """lax's reading of explicit padding: ``(lo, hi)`` int pairs, else a ValueError (their count is checked later)."""
+    try:
+        return tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        raise ValueError(f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}") from None
 
 
 def conv_general_dilated(
@@ -87,28 +136,18 @@ def conv_general_dilated(
     ...     x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
     ((2, 8, 8, 4), True)
     """
+    # The checks run in lax's order, so that a call with several faults raises lax's type for the first.
     lhs, rhs = as_array(lhs, "lhs"), as_array(rhs, "rhs")
-    if lhs.ndim != rhs.ndim:
-        raise TypeError(f"lhs and rhs must have the same rank, got lhs.shape={lhs.shape} and rhs.shape={rhs.shape}")
-    if lhs.ndim < 2:
-        raise TypeError(f"lhs and rhs need rank >= 2 (batch and feature dims), got lhs.shape={lhs.shape}")
-    if lhs.dtype != rhs.dtype:
-        raise TypeError(f"lhs and rhs must have the same dtype, got {lhs.dtype} and {rhs.dtype}")
-    dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    lhs_perm, rhs_perm, out_perm = (tuple(int(i) for i in p) for p in dnums)
+    dnums = _dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    _check_out_sharding(out_sharding)
+    lhs_perm, rhs_perm, out_perm = dnums
     # Checked on the canonical (N, C, *spatial) / (O, I, *kernel) shapes; the arrays move only once all pass.
     x_shape, w_shape = tuple(lhs.shape[i] for i in lhs_perm), tuple(rhs.shape[i] for i in rhs_perm)
     spatial_dims = len(x_shape) - 2
-    strides = _per_dim(window_strides, spatial_dims, "window_strides", lhs.shape)
-    lhs_dilation = _per_dim(lhs_dilation, spatial_dims, "lhs_dilation", lhs.shape)
-    rhs_dilation = _per_dim(rhs_dilation, spatial_dims, "rhs_dilation", lhs.shape)
+    pads = padding if isinstance(padding, str) else _explicit_padding(padding)
 
     feature_groups = as_int(feature_group_count, "feature_group_count", minimum=1)
     batch_groups = as_int(batch_group_count, "batch_group_count", minimum=1)
-    if feature_groups > 1 and batch_groups > 1:
-        raise ValueError(
-            f"at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} may be > 1"
-        )
     (batch, channels), (out_features, in_features) = x_shape[:2], w_shape[:2]
     if channels % feature_groups or channels // feature_groups != in_features:
         raise ValueError(
@@ -125,19 +164,23 @@ def conv_general_dilated(
         raise ValueError(
             f"batch_group_count={batch_groups} must divide the lhs batch size {batch} (lhs.shape={lhs.shape})"
         )
-    if isinstance(padding, str) or padding is None:
-        pads = padding
-    else:
-        try:
-            pads = tuple((lo, hi) for lo, hi in padding)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"padding must be a string or a sequence of (low, high) int pairs, got {padding!r}"
-            ) from None
+    if feature_groups > 1 and batch_groups > 1:
+        raise ValueError(
+            f"at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} may be > 1"
+        )
+    strides = _per_dim(window_strides, spatial_dims, "window_strides", lhs.shape)
+    lhs_dilation = _per_dim(lhs_dilation, spatial_dims, "lhs_dilation", lhs.shape, nonpositive=TypeError)
+    rhs_dilation = _per_dim(rhs_dilation, spatial_dims, "rhs_dilation", lhs.shape, nonpositive=TypeError)
+    if not isinstance(pads, str) and len(pads) != spatial_dims:  # lax: conv_shape_tuple's TypeError
+        raise TypeError(
+            f"padding must have one entry per spatial dimension ({spatial_dims}) for lhs.shape={lhs.shape}, "
+            f"got {len(pads)}: {pads}"
+        )
     geometry = conv_geometry(
         x_shape[2:], w_shape[2:], stride=strides, padding=pads, dilation=rhs_dilation, lhs_dilation=lhs_dilation
     )
-    _check_out_sharding(out_sharding)
+    if lhs.dtype != rhs.dtype:  # lax's dtype rule runs after its shape rule
+        raise TypeError(f"lhs and rhs must have the same dtype, got {lhs.dtype} and {rhs.dtype}")
     options = dict(batch_axis=lhs_perm[0], precision=precision, preferred_element_type=preferred_element_type)
     perms = (lhs_perm, rhs_perm, out_perm)
     primal = transposed_route(geometry, batch_groups, lhs.dtype)
@@ -199,7 +242,7 @@ _CONV_TRANSPOSE_LAYOUTS = {
 }
 
 
-def _transpose_padding(k: int, s: int, padding: Any) -> tuple[int, int]:
+def _transpose_padding(k: Any, s: Any, padding: Any) -> tuple[Any, Any]:
     """lax's padding of a transposed conv's dilated input, for the forward conv's padding ``padding``."""
     if padding == "SAME":
         total, low = k + s - 2, (k - 1 if s > k - 1 else -(-(k + s - 2) // 2))
@@ -209,6 +252,41 @@ def _transpose_padding(k: int, s: int, padding: Any) -> tuple[int, int]:
         low, high = (k - p - 1 for p in padding)
         total = low + high
     return low, total - low
+
+
+def _is_sequence(value: Any) -> bool:
+    return not isinstance(value, str) and (isinstance(value, Sequence) or np.ndim(value) == 1)
+
+
+def _forward_padding_to_transposed(
+    kernel: tuple[int, ...], strides: Any, rhs_dilation: Any, padding: Any, lhs_shape: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
+    """The explicit padding lax derives from a forward conv's, with lax's types for bad arguments.
+
+    lax zips the per-dimension arguments (too few of any gives it too few pads: a TypeError), refuses a
+    non-int dilation other than 1 (a TypeError) and reads the pads it derived from non-int strides as bad
+    explicit padding (a ValueError).
+    """
+    n = len(kernel)
+    dilation = (1,) * n if rhs_dilation is None else rhs_dilation
+    per_dim = [padding] * len(strides) if isinstance(padding, str) and _is_sequence(strides) else padding
+    for name, value in (("strides", strides), ("rhs_dilation", dilation), ("padding", per_dim)):
+        if not _is_sequence(value):
+            raise TypeError(f"{name} must be a sequence of {n} entries for lhs.shape={lhs_shape}, got {value!r}")
+        if len(value) < n:
+            raise TypeError(f"{name} must have {n} entries for lhs.shape={lhs_shape}, got {value!r}")
+    pads = []
+    for k, s, d, p in zip(kernel, strides, dilation, per_dim):
+        if not (p in ("SAME", "VALID") if isinstance(p, str) else isinstance(p, tuple) and len(p) == 2):
+            raise ValueError(f"padding must be 'SAME', 'VALID' or {n} (lo, hi) tuples, got {padding!r}")
+        pads.append(_transpose_padding(k if d == 1 else dilate_dim(k, as_int(d, "rhs_dilation")), s, p))
+    try:
+        return tuple((operator.index(lo), operator.index(hi)) for lo, hi in pads)
+    except TypeError:
+        raise ValueError(
+            f"strides must be ints for lhs.shape={lhs_shape}, got {strides!r}: with padding={padding!r} "
+            "they set the explicit padding"
+        ) from None
 
 
 def conv_transpose(
@@ -245,23 +323,19 @@ def conv_transpose(
     ((1, 8, 8, 2), True)
     """
     lhs, rhs = as_array(lhs, "lhs"), as_array(rhs, "rhs")
-    if lhs.ndim != rhs.ndim or lhs.ndim < 2:
+    if lhs.ndim != rhs.ndim or lhs.ndim < 2:  # lax asserts (an AssertionError); a ValueError, as for any bad shape
         raise ValueError(f"lhs and rhs must have one rank >= 2, got lhs.shape={lhs.shape} and rhs.shape={rhs.shape}")
     if dimension_numbers is None:
         if lhs.ndim not in _CONV_TRANSPOSE_LAYOUTS:
             raise ValueError(f"no default dimension_numbers for rank {lhs.ndim} (lhs.shape={lhs.shape}); pass them")
         dimension_numbers = _CONV_TRANSPOSE_LAYOUTS[lhs.ndim]
-    dnums = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    dnums = _dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     spatial_dims = lhs.ndim - 2
-    strides = _per_dim(strides, spatial_dims, "strides", lhs.shape)
-    rhs_dilation = _per_dim(rhs_dilation, spatial_dims, "rhs_dilation", lhs.shape)
-    kernel = [rhs.shape[i] for i in dnums.rhs_spec[2:]]
-    if use_consistent_padding or padding in ("SAME", "VALID"):
-        per_dim = [padding] * spatial_dims if isinstance(padding, str) else list(padding)
-        if len(per_dim) != spatial_dims or any(p not in ("SAME", "VALID") and len(p) != 2 for p in per_dim):
-            raise ValueError(f"padding must be 'SAME', 'VALID' or {spatial_dims} (lo, hi) pairs, got {padding!r}")
-        effective = [dilate_dim(k, d) for k, d in zip(kernel, rhs_dilation)]
-        padding = tuple(_transpose_padding(k, s, p) for k, s, p in zip(effective, strides, per_dim))
+    if use_consistent_padding or (isinstance(padding, str) and padding in ("SAME", "VALID")):
+        kernel = tuple(rhs.shape[i] for i in dnums.rhs_spec[2:])
+        padding = _forward_padding_to_transposed(kernel, strides, rhs_dilation, padding, lhs.shape)
+    # The strides are the conv's lhs_dilation: lax's types for a bad one, under this name.
+    strides = _per_dim(strides, spatial_dims, "strides", lhs.shape, nonpositive=TypeError)
     if transpose_kernel:  # flip the spatial dims and swap the kernel's input and output features
         rhs = jnp.flip(rhs, axis=tuple(dnums.rhs_spec[2:])).swapaxes(dnums.rhs_spec[0], dnums.rhs_spec[1])
     ones = (1,) * spatial_dims

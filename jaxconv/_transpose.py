@@ -20,17 +20,16 @@ strides 1, padding ``(lo, hi)``, rhs dilation ``d`` and filters ``W'`` of shape
 gradient of the conv :func:`transposed_geometry` gives: input size ``Y``,
 stride ``s``, padding ``(K_d - 1 - lo, K_d - 1 - hi)``, dilation ``d``, and
 filters :func:`primal_filters` (W' flipped, its two feature axes swapped per group).
+
+The transposed conv is the primitive ``col2im_p`` (:mod:`jaxconv._primitives`), whose transposes are the
+conv's forward and Eq. 1: the registration that differentiates the conv differentiates it too.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from jaxconv._batching import match_varying_axes, under_auto_axes
-from jaxconv._conv import ConvSpec, transposed_backward, transposed_forward
 from jaxconv._geometry import ConvGeometry, conv_geometry, dilate_dim
 
 
@@ -73,32 +72,6 @@ def primal_filters(w: jax.Array, groups: int) -> jax.Array:
     per_group = w.reshape((groups, out_features // groups, in_features) + w.shape[2:]).swapaxes(1, 2)
     swapped = per_group.reshape((groups * in_features, out_features // groups) + w.shape[2:])
     return jnp.flip(swapped, axis=tuple(range(2, w.ndim)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_transpose_vjp(d: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """col2im(d_f F_f^T): the input gradient of ``spec``'s conv applied to ``d``, differentiated by the note."""
-    return transposed_forward(spec, d, w)
-
-
-def _conv_transpose_fwd(d, w, spec):
-    return transposed_forward(spec, d, w), (d, w)
-
-
-def _conv_transpose_bwd(spec, residuals, dy):
-    d, w = residuals
-    dd, dw = transposed_backward(spec, dy, w, d)
-    return dd.astype(d.dtype), dw.astype(w.dtype)
-
-
-conv_transpose_vjp.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
-
-
-@functools.partial(jax.jit, static_argnames=("spec",))
-def apply_conv_transpose(d: jax.Array, w: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Jitted entry point: ``d`` ``(N, FN, *out)`` and the conv's filters ``w`` -> ``(N, C, *in)``."""
-    d, w = match_varying_axes(d, w)
-    return under_auto_axes(functools.partial(conv_transpose_vjp, spec=spec), d, w)
 
 
 def transposed_route(geometry: ConvGeometry, batch_groups: int, dtype) -> ConvGeometry | None:

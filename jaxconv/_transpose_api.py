@@ -17,7 +17,8 @@ from jax import lax
 from jaxconv._api import add_bias, check_dtypes, make_spec
 from jaxconv._contraction import contraction_for
 from jaxconv._geometry import conv_geometry, dilate_dim
-from jaxconv._transpose import apply_conv_transpose, transposed_route
+from jaxconv._primitives import apply_conv_transpose
+from jaxconv._transpose import transposed_route
 from jaxconv._validate import as_array, as_dtype, as_int, as_shape, check_batch_rank, ntuple
 
 

@@ -303,3 +303,12 @@ def primitive_names(jaxpr: Any) -> set[str]:
                 if hasattr(value, "eqns") or hasattr(getattr(value, "jaxpr", None), "eqns"):
                     names |= primitive_names(value)
     return names
+
+
+#: The grad of a conv holds the note's backward: Eq. 2 + col2im and Eq. 1, as jaxconv's primitives.
+NOTE_BACKWARD = {"jaxconv_col2im", "jaxconv_filter_grad"}
+
+
+def lowered_ops(fn: Any, *args: Any) -> str:
+    """The StableHLO text ``jax.jit(fn)`` lowers to: what the primitives' lowerings really compute."""
+    return jax.jit(fn).lower(*args).as_text()

@@ -15,12 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _references import assert_close, conv_cases, primitive_names, random_array, reference_dtype
+from _references import (
+    NOTE_BACKWARD,
+    assert_close,
+    conv_cases,
+    primitive_names,
+    random_array,
+    reference_dtype,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
 import jaxconv
+from jaxconv._api import conv_spec
+from jaxconv._conv import _filter_grad, _forward, _transposed_forward
 from jaxconv._geometry import conv_geometry
 from jaxconv._im2col import window_indices
 from jaxconv._pallas import (
@@ -362,9 +371,15 @@ def test_conv_backend_pallas_matches_lax_and_never_builds_phi(name):
     ref = jax.value_and_grad(loss(functools.partial(jaxconv.lax_conv, precision="highest")), argnums=(0, 1, 2))(x, w, b)
     for actual, expected in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
         assert_close(actual, expected)
-    jaxpr = jax.make_jaxpr(jax.grad(loss(functools.partial(jaxconv.conv, backend="pallas")), argnums=(0, 1)))(x, w, b)
-    names = primitive_names(jaxpr)
-    assert "pallas_call" in names and "conv_general_dilated" not in names and "gather" not in names, names
+    grad = jax.grad(loss(functools.partial(jaxconv.conv, backend="pallas")), argnums=(0, 1))
+    names = primitive_names(jax.make_jaxpr(grad)(x, w, b))
+    assert "conv_general_dilated" not in names and NOTE_BACKWARD <= names, names
+    # What each primitive lowers to: a Pallas kernel, and no gather of phi around it.
+    spec = conv_spec(x, w, b, **case, backend="pallas")
+    dout = jnp.ones((x.shape[0], w.shape[0]) + spec.geometry.out_spatial)
+    for lowering, args in ((_forward, (x, w)), (_transposed_forward, (dout, w)), (_filter_grad, (x, dout))):
+        names = primitive_names(jax.make_jaxpr(functools.partial(lowering, spec))(*args))
+        assert "pallas_call" in names and "gather" not in names and "conv_general_dilated" not in names, names
 
 
 def test_conv_backend_pallas_refuses_what_it_cannot_run_and_auto_falls_back():
