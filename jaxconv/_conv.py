@@ -299,6 +299,22 @@ def _multiply_reduce_filter_grad_and(spec, x, w_shape, dout, step):
     return other, dw
 
 
+def _after(a: jax.Array, dep: jax.Array) -> jax.Array:
+    """``a`` plus an exact zero read from ``dep``: the same values, computed only once ``dep`` exists.
+
+    XLA merges identical computations (CSE) and hoists independent ones: it would
+    share Eq. 1's rebuild of phi(x) with the forward's phi, keeping every layer's
+    phi alive from the forward to the backward, and flatten every layer's filters
+    before the first conv runs. A dependence it cannot fold away keeps each where
+    the note puts it (whole-model temp memory: ``benchmarks/RESULTS.md``, "Whole models").
+    """
+    if dep.size == 0 or not jnp.issubdtype(a.dtype, jnp.inexact):
+        return a
+    first = dep.reshape(-1)[0]
+    zero = jnp.where(jnp.isfinite(first), first, 0) * 0  # 0 or -0, whatever dep holds: a + zero == a
+    return a + zero.astype(a.dtype)
+
+
 # --- forward and backward, XLA backend ----------------------------------------------
 
 
@@ -308,9 +324,14 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
         from jaxconv import _pallas
 
         return _pallas.fused_forward(
-            x, w, spec.geometry, spec.groups, preferred_element_type=spec.preferred_element_type
+            x,
+            w,
+            spec.geometry,
+            spec.groups,
+            preferred_element_type=spec.preferred_element_type,
+            precision=spec.precision,
         )
-    w_flat = flatten_filters(w, spec.groups)  # F_f
+    w_flat = flatten_filters(_after(w, x), spec.groups)  # F_f, once this layer's input exists
 
     def chunk_forward(carry, x_chunk):
         if spec.contraction == "multiply_reduce":  # phi's slabs, fused or (inside a larger program) per chunk
@@ -327,8 +348,8 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
     if spec.backend == "pallas":
         from jaxconv import _pallas
 
-        dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups)
-        return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
+        dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups, precision=spec.precision)
+        return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups, precision=spec.precision)
     if spec.contraction == "multiply_reduce":
         step = lambda x_chunk, dout_chunk: multiply_reduce_input_grad(
             dout_chunk, w, spec.geometry, spec.groups, dout.dtype
@@ -349,7 +370,7 @@ def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array
     if spec.backend == "pallas":
         from jaxconv import _pallas
 
-        return _pallas.fused_input_grad(d, w, spec.geometry, spec.groups).astype(dtype)
+        return _pallas.fused_input_grad(d, w, spec.geometry, spec.groups, precision=spec.precision).astype(dtype)
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, d_chunk):
@@ -369,8 +390,9 @@ def _filter_grad(spec: ConvSpec, x: jax.Array, dout: jax.Array) -> jax.Array:
     if spec.backend == "pallas":
         from jaxconv import _pallas
 
-        return _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups)
+        return _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups, precision=spec.precision)
     nothing = lambda *chunk: ()
+    x = _after(x, dout)  # phi(x) rebuilt here, not shared with the forward's (see _after)
     summed = _multiply_reduce_filter_grad_and if spec.contraction == "multiply_reduce" else _filter_grad_and
     dtype = dout.dtype if spec.preferred_element_type is None else spec.preferred_element_type
     return summed(spec, x, w_shape, dout, nothing)[1].astype(dtype)  # summed in float32 for half types

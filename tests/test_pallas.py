@@ -3,9 +3,9 @@
 Every convolution runs all three kernels (O_f, dL/dF_f, dL/dI) and
 ``jax.vjp`` of ``lax.conv_general_dilated`` at HIGHEST precision in one jit,
 so each case costs one compile. Shapes are small and odd so that no dimension
-is a multiple of the 16-wide blocks. The CUDA test lowers the kernels through
-Triton without a GPU, and compiles them to PTX where jax-cuda12-plugin is
-installed.
+is a multiple of the 16-wide blocks. The CUDA tests lower the kernels through
+Triton without a GPU, read each dot's input precision (TF32 or IEEE float32)
+in the Triton IR, and compile them to PTX where jax-cuda12-plugin is installed.
 """
 
 import functools
@@ -118,8 +118,8 @@ def test_tap_offsets_read_window_taps_rows_and_each_images_zero_row():
 # --- values and gradients against lax -------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "groups", "blocks"))
-def _fused_and_lax(x, w, cotangent, *, geometry, groups, blocks=None):
+@functools.partial(jax.jit, static_argnames=("geometry", "groups", "blocks", "precision"))
+def _fused_and_lax(x, w, cotangent, *, geometry, groups, blocks=None, precision=None):
     """The three kernels' outputs and lax's output and VJP at HIGHEST, in one compile."""
 
     def lax_conv(x, w):
@@ -137,21 +137,24 @@ def _fused_and_lax(x, w, cotangent, *, geometry, groups, blocks=None):
     ref_dtype = reference_dtype(x.dtype)
     out, pullback = jax.vjp(lax_conv, x.astype(ref_dtype), w.astype(ref_dtype))
     dx, dw = pullback(cotangent.astype(ref_dtype))
+    options = dict(blocks=blocks, precision=precision)
     fused = (
-        fused_forward(x, w, geometry, groups, blocks=blocks),
-        fused_filter_grad(x, cotangent, geometry, groups, blocks=blocks),
-        fused_input_grad(cotangent, w, geometry, groups, blocks=blocks),
+        fused_forward(x, w, geometry, groups, **options),
+        fused_filter_grad(x, cotangent, geometry, groups, **options),
+        fused_input_grad(cotangent, w, geometry, groups, **options),
     )
     return fused, (out, dw, dx)
 
 
-def _check_against_lax(x_shape, w_shape, *, groups=1, dtype="float32", blocks=None, seed=0, **window):
+def _check_against_lax(x_shape, w_shape, *, groups=1, dtype="float32", blocks=None, precision=None, seed=0, **window):
     rng = np.random.default_rng(seed)
     geometry = conv_geometry(x_shape[2:], w_shape[2:], **window)
     assert unsupported_reason(geometry, groups, dtype, x_shape=x_shape, w_shape=w_shape) is None
     x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
     cotangent = random_array(rng, (x_shape[0], w_shape[0]) + geometry.out_spatial, dtype)
-    fused, expected = _fused_and_lax(x, w, cotangent, geometry=geometry, groups=groups, blocks=blocks)
+    fused, expected = _fused_and_lax(
+        x, w, cotangent, geometry=geometry, groups=groups, blocks=blocks, precision=precision
+    )
     for name, actual, reference in zip(("O", "dL/dW", "dL/dI"), fused, expected):
         assert actual.dtype == jnp.dtype(dtype), name
         # Each value sums up to C*prod(k) (dL/dW: N*prod(out)) products; scale the tolerance like lax's own.
@@ -197,6 +200,12 @@ def test_split_reduction_and_other_blocks_give_the_same_results():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_accumulates_in_float32(dtype):
     _check_against_lax((2, 4, 7, 6), (5, 4, 3, 3), dtype=dtype, stride=(2, 1), padding=1)
+
+
+@pytest.mark.parametrize("precision", ["highest", lax.Precision.DEFAULT, ("default", "highest")])
+def test_precision_reaches_the_interpreter(precision):
+    """Every form of ``precision`` runs; on CPU float32 GEMMs are full float32 at any precision, as lax's."""
+    _check_against_lax((2, 3, 7, 6), (4, 3, 3, 2), precision=precision, stride=(2, 1), padding=1)
 
 
 def test_float64():
@@ -290,26 +299,68 @@ def test_blocks_must_be_powers_of_two_of_at_least_16():
 # --- Triton (CUDA) lowering without a GPU ----------------------------------------------
 
 
+def _operations(operation):
+    """Every operation nested in an MLIR ``operation``, depth first."""
+    for region in operation.regions:
+        for block in region.blocks:
+            for op in block.operations:
+                yield op.operation
+                yield from _operations(op.operation)
+
+
 def _triton_calls(fn, *args):
     """``(target, Triton IR or None)`` for every Pallas kernel in ``fn``, lowered for CUDA on this machine."""
     lowered = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
     calls = []
-
-    def walk(operation):
-        for region in operation.regions:
-            for block in region.blocks:
-                for op in block.operations:
-                    attributes = op.operation.attributes
-                    if op.operation.name == "stablehlo.custom_call":
-                        target = str(attributes["call_target_name"]).strip('"')
-                        if target == "__gpu$xla.gpu.triton":  # jaxlib <= 0.10.2: XLA compiles the IR later
-                            calls.append((target, attributes["mhlo.backend_config"]["ir"].value_bytes))
-                        elif "triton" in target:  # newer jaxlib: compiled to PTX while lowering
-                            calls.append((target, None))
-                    walk(op.operation)
-
-    walk(lowered.compiler_ir("stablehlo").operation)
+    for op in _operations(lowered.compiler_ir("stablehlo").operation):
+        if op.name == "stablehlo.custom_call":
+            target = str(op.attributes["call_target_name"]).strip('"')
+            if target == "__gpu$xla.gpu.triton":  # jaxlib <= 0.10.2: XLA compiles the IR later
+                calls.append((target, op.attributes["mhlo.backend_config"]["ir"].value_bytes))
+            elif "triton" in target:  # newer jaxlib: compiled to PTX while lowering
+                calls.append((target, None))
     return calls
+
+
+def _dot_input_precisions(module):
+    """The ``inputPrecision`` of every ``tt.dot`` in a Triton IR module (bytecode): "tf32", "ieee", ..."""
+    from jax._src.interpreters import mlir
+    from jax._src.lib.mlir import ir
+    from jax._src.lib.triton import dialect as tt_dialect  # private: the Triton dialect Pallas lowers to
+
+    context = mlir.make_ir_context()
+    tt_dialect.register_dialect(context)
+    with context:
+        dots = [op for op in _operations(ir.Module.parse(module).operation) if op.name == "tt.dot"]
+        return [
+            tt_dialect.InputPrecision(ir.IntegerAttr(op.attributes["inputPrecision"]).value).name.lower()
+            if "inputPrecision" in op.attributes
+            else "ieee"  # the attribute's default
+            for op in dots
+        ]
+
+
+def _cuda_kernels(dtype, **options):
+    """The three kernels on a grouped, strided, padded, dilated 2-D conv: name -> (function, arguments)."""
+    geometry = conv_geometry((9, 8), (3, 2), stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2))
+    x, w = jnp.zeros((2, 4, 9, 8), dtype), jnp.zeros((6, 2, 3, 2), dtype)
+    dout = jnp.zeros((2, 6) + geometry.out_spatial, dtype)
+    options = dict(geometry=geometry, groups=2, interpret=False, **options)
+    return {
+        "forward": (functools.partial(fused_forward, **options), (x, w)),
+        "filter_grad": (functools.partial(fused_filter_grad, **options), (x, dout)),
+        "input_grad": (functools.partial(fused_input_grad, **options), (dout, w)),
+    }
+
+
+def _triton_module(fn, args):
+    """The Triton IR of the one kernel in ``fn``; skips where this jaxlib compiles it while lowering."""
+    calls = _triton_calls(fn, *args)
+    assert len(calls) == 1, calls
+    ((_, module),) = calls
+    if module is None:
+        pytest.skip("this jaxlib compiles Triton while lowering: no Triton IR to read")
+    return module
 
 
 def _cuda_compiler():
@@ -332,24 +383,48 @@ def test_kernels_lower_to_triton_for_cuda(dtype):
     if jaxlib_version > (0, 10, 2) and compiler is None:
         pytest.skip("this jaxlib compiles Triton while lowering: needs jax-cuda12-plugin")
     with jax.enable_x64(dtype == "float64"):
-        geometry = conv_geometry((9, 8), (3, 2), stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2))
-        x, w = jnp.zeros((2, 4, 9, 8), dtype), jnp.zeros((6, 2, 3, 2), dtype)
-        dout = jnp.zeros((2, 6) + geometry.out_spatial, dtype)
-        options = dict(geometry=geometry, groups=2, interpret=False)
-        kernels = {
-            "forward": (functools.partial(fused_forward, **options), (x, w)),
-            "filter_grad": (functools.partial(fused_filter_grad, **options), (x, dout)),
-            "input_grad": (functools.partial(fused_input_grad, **options), (dout, w)),
-        }
-        for name, (fn, args) in kernels.items():
+        for name, (fn, args) in _cuda_kernels(dtype, precision="highest").items():
             calls = _triton_calls(fn, *args)
             assert len(calls) == 1, (name, calls)
             ((_, module),) = calls
             if compiler is not None and module is not None:
                 ptx = compiler.compile("cuda", module, "9.0", num_warps=4, num_ctas=1, num_stages=3).asm
                 assert "ld.global" in ptx, name  # the gather: loads through a tensor of pointers
-                # mma for bf16 and f64; float32 at Precision.HIGHEST is IEEE, on FMAs (TF32 would use mma)
+                # mma for bf16 and f64; float32 at HIGHEST is IEEE, on FMAs (TF32 would use mma)
                 assert ("mma" in ptx) == (dtype != "float32"), name
+
+
+@pytest.mark.parametrize(
+    ("precision", "default_matmul", "expected"),
+    [
+        (None, None, "tf32"),  # the backend's default: TF32 on NVIDIA, as for lax's conv
+        ("default", "highest", "tf32"),  # an explicit precision wins over jax_default_matmul_precision
+        (lax.Precision.HIGH, None, "tf32"),  # Triton has no bf16_3x: HIGH is TF32, as on XLA's GPU GEMMs
+        (lax.Precision.HIGHEST, None, "ieee"),
+        ("highest", None, "ieee"),
+        (("default", "highest"), None, "ieee"),  # a pair: the higher of the two, as XLA's GPU GEMMs take it
+        (None, "highest", "ieee"),  # None follows jax_default_matmul_precision, as lax does
+        (None, "tensorfloat32", "tf32"),
+    ],
+)
+def test_float32_kernels_follow_precision_in_triton(precision, default_matmul, expected):
+    """Each kernel's float32 dot is TF32 by default and IEEE float32 at HIGHEST, read in its Triton IR."""
+    with jax.default_matmul_precision(default_matmul):
+        for name, (fn, args) in _cuda_kernels("float32", precision=precision).items():
+            assert _dot_input_precisions(_triton_module(fn, args)) == [expected], name
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_other_dtypes_keep_their_dot_whatever_the_precision(dtype):
+    """bfloat16, float16 and float64 tiles ignore ``precision``: the same IR at DEFAULT as at HIGHEST."""
+    with jax.enable_x64(dtype == "float64"), jax.default_matmul_precision(None):
+        for name in ("forward", "filter_grad", "input_grad"):
+            modules = {
+                precision: _triton_module(*_cuda_kernels(dtype, precision=precision)[name])
+                for precision in (None, "default", "highest")
+            }
+            assert _dot_input_precisions(modules["default"]) == ["ieee"], name  # not TF32
+            assert modules[None] == modules["default"] == modules["highest"], name
 
 
 # --- through jaxconv.conv(backend="pallas"): the same custom VJP, the same errors ----------------

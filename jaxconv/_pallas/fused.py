@@ -33,11 +33,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import pad_input
 from jaxconv._pallas.indices import MAX_ADDRESS, phi_offsets, tap_offsets
 from jaxconv._pallas.kernels import Blocks, choose_blocks, gather_gemm
+from jaxconv._validate import as_precision
 
 #: dtypes the kernels take; float64 needs ``jax_enable_x64``.
 SUPPORTED_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -134,7 +136,34 @@ def _common_dtype(a: Any, b: Any) -> np.dtype:
         return jnp.dtype(jnp.promote_types(a, b))
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "groups", "preferred_element_type", "interpret", "blocks"))
+def _dot_precision(precision: Any, dtype: Any) -> Any:
+    """The kernels' ``jnp.dot`` precision: ``precision`` as lax reads it, for float32 operands.
+
+    None stays None: ``jax_default_matmul_precision``, else the backend's
+    default (TF32 on NVIDIA Ampere and later). An ``(lhs, rhs)`` pair counts
+    as the higher of the two, as XLA's GPU GEMMs read lax's pairs; Triton's
+    lowering of a pair would take TF32 when either is below HIGHEST. Other
+    dtypes keep HIGHEST: bfloat16 and float16 tiles multiply exactly into the
+    float32 accumulator whatever the precision, and float64 has no TF32.
+
+    >>> _dot_precision(("default", "highest"), jnp.float32)
+    Precision.HIGHEST
+    >>> _dot_precision(None, jnp.float32) is None
+    True
+    >>> _dot_precision(None, jnp.bfloat16)
+    Precision.HIGHEST
+    """
+    if jnp.dtype(dtype) != jnp.float32:
+        return lax.Precision.HIGHEST
+    precision = as_precision(precision)
+    if isinstance(precision, tuple):
+        return max(precision, key=lambda p: p.value)
+    return precision
+
+
+@functools.partial(
+    jax.jit, static_argnames=("geometry", "groups", "preferred_element_type", "precision", "interpret", "blocks")
+)
 def fused_forward(
     x: jax.Array,
     w: jax.Array,
@@ -142,6 +171,7 @@ def fused_forward(
     groups: int,
     *,
     preferred_element_type: Any = None,
+    precision: Any = None,
     interpret: bool | None = None,
     blocks: Blocks | None = None,
 ) -> jax.Array:
@@ -154,6 +184,11 @@ def fused_forward(
       groups: feature groups G.
       preferred_element_type: the output dtype (default: the inputs' common
         dtype). Products accumulate in float32 (float64 for float64) either way.
+      precision: for float32 operands, as lax's: None (the backend's default,
+        TF32 on NVIDIA Ampere and later, or ``jax_default_matmul_precision``),
+        a ``lax.Precision`` or its name (HIGHEST: full float32), a tuple
+        ``(lhs, rhs)`` (the higher of the two), or a ``lax.DotAlgorithmPreset``
+        Triton lowers. Other dtypes ignore it.
       interpret: Pallas's interpreter (True) or Triton (False); None: Triton
         exactly when the default backend is a GPU.
       blocks: tile sizes; None chooses them with :func:`choose_blocks`.
@@ -170,18 +205,26 @@ def fused_forward(
     blocks = blocks or choose_blocks(row_base.size, f_f.shape[2], col_off.size)
     src = _padded_pixels(x.astype(dtype), geometry, groups)
     out_rows = gather_gemm(  # O_f = phi(I) F_f
-        src, f_f, row_base, col_off, blocks=blocks, out_dtype=out_dtype, interpret=_interpret(interpret)
+        src,
+        f_f,
+        row_base,
+        col_off,
+        blocks=blocks,
+        out_dtype=out_dtype,
+        precision=_dot_precision(precision, dtype),
+        interpret=_interpret(interpret),
     )
     return _from_out_rows(out_rows, geometry, batch)
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "groups", "interpret", "blocks"))
+@functools.partial(jax.jit, static_argnames=("geometry", "groups", "precision", "interpret", "blocks"))
 def fused_filter_grad(
     x: jax.Array,
     dout: jax.Array,
     geometry: ConvGeometry,
     groups: int,
     *,
+    precision: Any = None,
     interpret: bool | None = None,
     blocks: Blocks | None = None,
 ) -> jax.Array:
@@ -190,7 +233,7 @@ def fused_filter_grad(
     Args:
       x: images ``(N, C, *spatial)``.
       dout: dL/dO ``(N, FN, *out_spatial)``.
-      geometry, groups, interpret, blocks: as for :func:`fused_forward`.
+      geometry, groups, precision, interpret, blocks: as for :func:`fused_forward`.
 
     Returns:
       dL/dW ``(FN, C/G, *kernel)`` in the common dtype of ``x`` and ``dout``.
@@ -204,7 +247,14 @@ def fused_filter_grad(
     src = _padded_pixels(x.astype(dtype), geometry, groups)
     # phi^T's rows are phi's columns: the same two vectors, swapped.
     df_f = gather_gemm(  # dL/dF_f = phi(I)^T dL/dO_f
-        src, dout_f, col_off, row_base, blocks=blocks, out_dtype=dtype, interpret=_interpret(interpret)
+        src,
+        dout_f,
+        col_off,
+        row_base,
+        blocks=blocks,
+        out_dtype=dtype,
+        precision=_dot_precision(precision, dtype),
+        interpret=_interpret(interpret),
     )
     n = geometry.ndim
     df_f = df_f.reshape((groups,) + geometry.kernel_size + (channels // groups, features // groups))
@@ -212,13 +262,14 @@ def fused_filter_grad(
     return dw.reshape((features, channels // groups) + geometry.kernel_size)
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "groups", "interpret", "blocks"))
+@functools.partial(jax.jit, static_argnames=("geometry", "groups", "precision", "interpret", "blocks"))
 def fused_input_grad(
     dout: jax.Array,
     w: jax.Array,
     geometry: ConvGeometry,
     groups: int,
     *,
+    precision: Any = None,
     interpret: bool | None = None,
     blocks: Blocks | None = None,
 ) -> jax.Array:
@@ -233,7 +284,7 @@ def fused_input_grad(
     Args:
       dout: dL/dO ``(N, FN, *out_spatial)``.
       w: filters ``(FN, C/G, *kernel)``.
-      geometry, groups, interpret, blocks: as for :func:`fused_forward`.
+      geometry, groups, precision, interpret, blocks: as for :func:`fused_forward`.
 
     Returns:
       dL/dI ``(N, C, *in_spatial)`` in the common dtype of ``dout`` and ``w``.
@@ -256,6 +307,7 @@ def fused_input_grad(
         gather,
         blocks=blocks,
         out_dtype=dtype,
+        precision=_dot_precision(precision, dtype),
         interpret=_interpret(interpret),
     )
     n = geometry.ndim

@@ -6,7 +6,9 @@ element ``A[i, k]`` is read from a flat source array at address
 input gradient), index vectors from :mod:`jaxconv._pallas.indices`. Each
 program owns a ``(block.m, block.n)`` tile of ``out`` and loops over the
 reduction in ``block.k`` steps, gathering an ``A`` tile, slicing a ``B`` tile
-and accumulating their product in float32 (float64 for float64 inputs).
+and accumulating their product in float32 (float64 for float64 inputs), each
+tile product at the dot precision the caller gives (Triton: TF32 or IEEE
+float32 for float32 tiles).
 
 On a GPU the Triton lowering turns a ref indexed by an integer array into a
 tensor of pointers ``base + address`` and one ``tt.load``: a gather from
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -90,7 +93,7 @@ def _padded_index(vector: np.ndarray, size: int) -> jax.Array:
     return jnp.asarray(np.pad(vector, (0, size - vector.shape[0])))
 
 
-def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: int, steps: int, acc_dtype):
+def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: int, steps: int, acc_dtype, precision):
     """One output tile: ``sum_k A[rows, k-block] @ B[k-block, cols]``, A gathered from ``src_ref``."""
     if taps:
         table_ref, row_tap_ref, col_tap_ref, b_ref, out_ref = refs
@@ -106,7 +109,7 @@ def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: i
         if taps:
             address = address + table_ref[row_tap[:, None] + col_tap_ref[k][None, :]]
         a = src_ref[address]
-        product = jnp.dot(a, b_ref[k, :], precision=lax.Precision.HIGHEST, preferred_element_type=acc_dtype)
+        product = jnp.dot(a, b_ref[k, :], precision=precision, preferred_element_type=acc_dtype)
         return acc + product
 
     acc = lax.fori_loop(0, steps, step, jnp.zeros(out_ref.shape, acc_dtype))
@@ -118,7 +121,7 @@ def _accumulator(dtype) -> np.dtype:
     return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
 
 
-def _call(src, b, row_off, col_off, taps, *, blocks, out_dtype, interpret):
+def _call(src, b, row_off, col_off, taps, *, blocks, out_dtype, precision, interpret):
     """The ``pallas_call`` on padded operands: grid (row tiles, column tiles, groups, splits)."""
     groups, depth_padded, cols_padded = b.shape
     rows_padded = row_off.shape[0]
@@ -134,7 +137,12 @@ def _call(src, b, row_off, col_off, taps, *, blocks, out_dtype, interpret):
         operands += [table, row_tap, col_tap]
     in_specs.append(pl.BlockSpec((None, depth_padded, blocks.n), lambda i, j, g, s: (g, 0, j)))
     kernel = functools.partial(
-        _gather_gemm_kernel, taps=taps is not None, block_k=blocks.k, steps=steps, acc_dtype=acc_dtype
+        _gather_gemm_kernel,
+        taps=taps is not None,
+        block_k=blocks.k,
+        steps=steps,
+        acc_dtype=acc_dtype,
+        precision=precision,
     )
     return pl.pallas_call(
         kernel,
@@ -157,6 +165,7 @@ def gather_gemm(
     *,
     blocks: Blocks,
     out_dtype,
+    precision: Any = lax.Precision.HIGHEST,
     interpret: bool,
 ) -> jax.Array:
     """``A[g] @ b[g]`` with ``A[g][i, k] = src[g][row_off[i] + col_off[k] (+ table[row_tap[i] + col_tap[k]])]``.
@@ -171,6 +180,8 @@ def gather_gemm(
       blocks: tile sizes, :func:`choose_blocks`.
       out_dtype: the result's dtype; products accumulate in float32 (float64
         for float64 inputs) whatever it is.
+      precision: the tile products' ``jnp.dot`` precision (None:
+        ``jax_default_matmul_precision``, then the backend's default).
       interpret: run the kernel in Pallas's interpreter instead of Triton.
 
     Returns:
@@ -199,6 +210,7 @@ def gather_gemm(
         padded_taps,
         blocks=blocks,
         out_dtype=jnp.dtype(partial_dtype),
+        precision=precision,
         interpret=interpret,
     )
     return out.sum(axis=0).astype(out_dtype)[:, :rows, :cols]
