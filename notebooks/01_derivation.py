@@ -25,7 +25,7 @@
 # 3. vec and the Kronecker product;
 # 4. build the Kronecker matrices $I_{FN} \otimes \phi(I)$ and $F_f^T \otimes I_{OH\cdot OW}$ and check
 #    the note's Eq. (1) and Eq. (2);
-# 5. show that they *are* the Jacobians of the convolution, as `jax.jacrev` computes them;
+# 5. show that they *are* the Jacobians of the convolution, as `jax.jacrev` and `jax.jacfwd` compute them;
 # 6. derive $\partial L/\partial F_f$ line by line as the note does, checking each line against
 #    `jax.grad` (with the note's misprint "$(I \otimes B)^T = A^T \otimes B^T$");
 # 7. the same for $\partial L/\partial \phi(I)$, and on to $\partial L/\partial I$ through col2im;
@@ -38,6 +38,8 @@
 # largest absolute difference and `assert`s it is tiny, so the notebook fails loudly if anything disagrees.
 
 # %%
+import re
+
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -201,16 +203,20 @@ plt.show()
 # Because $\mathrm{vec}(O_f)$ is linear in $\mathrm{vec}(F_f)$ with matrix $I_{FN}\otimes\phi(I)$,
 # that matrix is the Jacobian $\partial\,\mathrm{vec}(O_f) / \partial\,\mathrm{vec}(F_f)^T$. We compute
 # it with `jax.jacrev` of `lax.conv_general_dilated`, which knows nothing about im2col, and also of
-# `jaxconv.conv`, whose reverse mode runs the note's hand-derived backward pass (a `custom_vjp`):
-# `jacrev` builds the Jacobian from that backward pass, one vector-Jacobian product per row.
+# `jaxconv.conv`. That is a JAX primitive, `jaxconv_conv`, registered as bilinear: its transposes are the
+# note's backward products, `jaxconv_filter_grad` ($\phi(I)^T\,\cdot$, Eq. (1)) and `jaxconv_col2im`
+# ($\cdot\,F_f^T$, Eq. (2), then col2im), so `jacrev` builds the Jacobian from them, one vector-Jacobian
+# product per row. Forward mode works too: `jax.jacfwd` pushes one tangent per column through
+# `jaxconv_conv` itself, and, the conv being linear in $F$, finds the same matrix.
 
 # %%
 jac_filters = jax.jacrev(lambda filters: lax_conv(I, filters).reshape(-1))(F)
 jac_filters = np.asarray(jac_filters).reshape(FN * M, F.size)
 check("jacrev(lax conv) wrt F == I_FN kron phi(I)  [Eq. (1)]", jac_filters, kron_1)
 
-jac_filters_ours = jax.jacrev(lambda filters: jaxconv.conv(I[None], filters).reshape(-1))(F)
-check("jacrev(jaxconv.conv) wrt F == I_FN kron phi(I)", np.reshape(jac_filters_ours, (FN * M, F.size)), kron_1)
+conv_flat = lambda filters: jaxconv.conv(I[None], filters).reshape(-1)
+check("jacrev(jaxconv.conv) wrt F == I_FN kron phi(I)", np.reshape(jax.jacrev(conv_flat)(F), (FN * M, -1)), kron_1)
+check("jacfwd(jaxconv.conv) wrt F == I_FN kron phi(I)", np.reshape(jax.jacfwd(conv_flat)(F), (FN * M, -1)), kron_1)
 
 
 # %% [markdown]
@@ -415,9 +421,12 @@ check("HWIO filters: phi_(FH,FW,C) @ F_hwio.reshape(-1, FN) == O_f", phi_hwc @ F
 # $O_f = \phi F_f$ is still one matrix product. Then $\partial L/\partial F_f = \phi^T G =
 # \sum_n \phi(I_n)^T G_n$ sums the images' contributions inside one GEMM, $\partial L/\partial\phi = G F_f^T$
 # splits back into per-image blocks for col2im, and a bias $b$ added to every row of $O_f$ gets
-# $\partial L/\partial b = \sum_\text{rows} G$ (`jaxconv.bias_grad`). This is what `jaxconv.conv`'s
-# custom VJP does (holding the matrices transposed, and in chunks of images when $\phi$ would be large);
-# we check its gradients against `jax.grad` of the lax convolution.
+# $\partial L/\partial b = \sum_\text{rows} G$ (`jaxconv.bias_grad`). This is what `jax.grad` through
+# `jaxconv.conv` runs: the program it traces holds the forward primitive `jaxconv_conv` and its two
+# transposes, `jaxconv_filter_grad` ($\phi^T G$) and `jaxconv_col2im` (col2im of $G F_f^T$), and no
+# convolution primitive (the matrices held transposed, in chunks of images when $\phi$ would be large;
+# the bias's gradient is JAX's own, a sum). We print those names and check the gradients against
+# `jax.grad` of the lax convolution.
 
 # %%
 N = 3
@@ -445,9 +454,14 @@ check("phi^T G (batch) == jax.grad(lax) wrt F", (phi_batch.T @ G_batch).T.reshap
 check("sum over rows of G == jax.grad(lax) wrt b", G_batch.sum(axis=0), db_ref)
 dx_from_note = jaxconv.col2im((G_batch @ F_f.T).reshape(N, M, K), x.shape, (FH, FW))
 check("col2im(G F_f^T) == jax.grad(lax) wrt x", dx_from_note, dx_ref)
-check("jaxconv.conv's custom VJP: dL/dx", dx, dx_ref)
-check("jaxconv.conv's custom VJP: dL/dF", dF, dF_ref)
-check("jaxconv.conv's custom VJP: dL/db", db, db_ref)
+check("jax.grad(jaxconv.conv): dL/dx", dx, dx_ref)
+check("jax.grad(jaxconv.conv): dL/dF", dF, dF_ref)
+check("jax.grad(jaxconv.conv): dL/db", db, db_ref)
+
+grad_jaxpr = jax.make_jaxpr(jax.grad(batch_loss, argnums=(1, 2, 3)), static_argnums=0)(jaxconv.conv, x, F, b)
+primitives = re.findall(r"\b(jaxconv_\w+|conv_general_dilated)\[", str(grad_jaxpr))  # in program order
+print("conv primitives in the jaxpr of jax.grad(jaxconv.conv):", ", ".join(primitives))
+assert sorted(primitives) == ["jaxconv_col2im", "jaxconv_conv", "jaxconv_filter_grad"], primitives
 
 # %% [markdown]
 # ## Summary

@@ -14,27 +14,40 @@
 # ---
 
 # %% [markdown]
-# # 03 · The custom VJP beside `jax.grad` of `lax.conv_general_dilated`
+# # 03 · jaxconv's primitives beside `jax.grad` of `lax.conv_general_dilated`
 #
-# `jaxconv.conv` is a `jax.custom_vjp`: JAX does not differentiate its im2col and GEMM, it calls the
-# backward pass derived in the note,
+# `jaxconv.conv` is a JAX primitive, `jaxconv_conv`, computing $O_f = \phi(I)\,F_f$. The product is
+# bilinear (linear in the images, linear in the filters), and JAX differentiates a bilinear primitive
+# through its two *transposes* (`ad.defbilinear`, `jaxconv/_primitives.py`). Ours are the backward pass
+# derived in the note, each a primitive of its own:
 #
-# $$\frac{\partial L}{\partial F_f} = \phi(I)^T\,\frac{\partial L}{\partial O_f}, \qquad
-#   \frac{\partial L}{\partial \phi(I)} = \frac{\partial L}{\partial O_f}\,F_f^T, \qquad
-#   \frac{\partial L}{\partial I} = \mathrm{col2im}\Big(\frac{\partial L}{\partial \phi(I)}\Big).$$
+# | primitive | computes | in the note |
+# |---|---|---|
+# | `jaxconv_conv` | $O_f = \phi(I)\,F_f$ | the forward pass |
+# | `jaxconv_filter_grad` | $\phi(I)^T\,\partial L/\partial O_f$ | Eq. (1): $\partial L/\partial F_f$ |
+# | `jaxconv_col2im` | $\mathrm{col2im}(\partial L/\partial O_f\,F_f^T)$ | Eq. (2) and col2im: $\partial L/\partial I$ |
 #
-# `lax.conv_general_dilated` is differentiated by JAX itself, whose transpose rules express the
-# gradients of a convolution as two more convolutions. This notebook puts the two side by side:
+# Each is bilinear too, and its transposes are the other two, so every derivative of the conv, in either
+# mode and of any order, is again these three. `lax.conv_general_dilated` is registered the same way: one
+# bilinear primitive, whose transposes JAX expresses as two more convolutions. This notebook puts the two
+# side by side:
 #
-# 1. the programs `jax.grad` builds through each (their jaxprs), where the note's formulas can be read
-#    off ours line by line;
-# 2. values, gradients and times on a few small cases, measured by `jaxconv.compare`.
+# 1. the programs `jax.grad` builds through each (their jaxprs), and what our primitives lower to, where
+#    the note's formulas can be read off line by line;
+# 2. forward mode and a transposed convolution, checked against lax;
+# 3. values, gradients and times on a few small cases, measured by `jaxconv.compare`.
+#
+# The file's name is for the other way to attach the note's backward pass to a function, a
+# `jax.custom_vjp`: jaxconv keeps one, `jaxconv._conv.conv_vjp`, on the same formulas, and section 2
+# shows what it cannot do.
 #
 # Everything is float32, what a network trains in; notebooks 01 and 02 used float64 to check identities
 # to rounding.
 
 # %%
 import collections
+import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +56,8 @@ import numpy as np
 from jax import lax
 
 import jaxconv
+from jaxconv._api import conv_spec
+from jaxconv._conv import conv_vjp
 from jaxconv.compare import PRESETS, TOLERANCES, compare, format_results
 from nbhelpers import style_figures
 
@@ -62,6 +77,16 @@ def equations(jaxpr):
 
 def primitive_counts(jaxpr):
     return collections.Counter(eqn.primitive.name for eqn in equations(jaxpr))
+
+
+def conv_primitives(jaxpr):
+    """The counts of the convolution primitives, ours and lax's, in a jaxpr."""
+    counts = primitive_counts(jaxpr)
+    return {name: n for name, n in counts.items() if name.startswith("jaxconv_") or name == "conv_general_dilated"}
+
+
+def relative_error(got, want):
+    return float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
 
 
 # %% [markdown]
@@ -93,7 +118,7 @@ def lax_conv(x, w):
 grad_ours = jax.grad(lambda x, w: jnp.sum(jaxconv.conv(x, w) * G), argnums=(0, 1))
 grad_lax = jax.grad(lambda x, w: jnp.sum(lax_conv(x, w) * G), argnums=(0, 1))
 for name, got, want in zip(("dL/dx", "dL/dw"), grad_ours(x, w), grad_lax(x, w)):
-    error = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+    error = relative_error(got, want)
     print(f"{name}: max |ours - lax| / max |lax| = {error:.1e}")
     assert error < TOLERANCES["float32"], (name, error)
 
@@ -115,67 +140,166 @@ print(dict(counts_lax))
 assert counts_lax["conv_general_dilated"] == 3, counts_lax  # the forward and its two transposes
 
 # %% [markdown]
-# ### jaxconv: gathers, matrix products and pads
+# ### jaxconv: the forward primitive and its two transposes
 #
-# Ours is longer, and has no convolution primitive at all. It is easiest read from the bottom: the
-# outer program calls the forward pass and then the backward pass, the two halves of the custom VJP,
-# each a nested `jit`. Inside each, a `custom_jvp_call` around a `custom_vmap_call` does no arithmetic:
-# it gives `jax.vmap` a rule that keeps $\phi$ within its memory budget (the `custom_jvp` lets JAX
-# differentiate through the `custom_vmap`). The two bodies they call are printed at the top. In them:
+# Ours is as short, and has no convolution primitive. The outer program calls the forward pass, a
+# nested `jit` holding `jaxconv_conv`, then a second `jit` holding its two transposes:
+# `jaxconv_filter_grad` of the images and the cotangent gives $\partial L/\partial w$, and
+# `jaxconv_col2im` of the cotangent and the filters gives $\partial L/\partial x$. The backward pass
+# takes the images, not $\phi$, from the forward pass: `jaxconv_filter_grad` builds $\phi$ again (for a
+# real layer $\phi$ is many times larger than the input; see notebook 02).
 #
-# * **im2col** (`jaxconv.im2col_t`) is the `gather` (after a `pad`, empty here, for the convolution's
-#   padding): it reads the windows of the padded images into $\phi^T$, reshaped to $(K, M) = (12, 32)$.
-#   The backward pass builds $\phi$ again from the images instead of keeping it from the forward pass
-#   (for a real layer $\phi$ is many times larger than the input; see notebook 02);
-# * **the filters** `w` are reshaped and transposed into $F_f$, $(K, FN) = (12, 4)$;
-# * **the GEMMs** are the `dot_general`s: the forward's $O_f^T = F_f^T \phi^T$ and, in the backward
-#   pass, $\partial L/\partial F_f = \phi^T\,\partial L/\partial O_f$, contracting over the $M = 32$
-#   rows, and $(\partial L/\partial\phi)^T = F_f\,(\partial L/\partial O_f)^T$, contracting over the
-#   $FN = 4$ filters. The library holds $\phi$ and $O_f$ transposed (the natural layout of an NCHW
-#   output); the leading axis of size 1 is the group axis of grouped convolutions;
-# * **col2im** (`jaxconv.col2im_t`) is the rest of the backward pass: one `slice` per kernel offset
-#   picks that offset's rows of $(\partial L/\partial\phi)^T$, a `pad` puts them back where the
-#   offset's pixels sit in the image, and a `reduce_sum` over their `stack` sums the $FH\cdot FW = 4$
-#   of them: a pixel read by several windows collects all their gradients. A last `pad` and `slice`
-#   would crop the convolution's padding (there is none here).
-#
-# Finally $\partial L/\partial F_f$ is transposed and reshaped to the filters' shape $(FN, C, FH, FW)$.
+# Each primitive carries a `spec`, the static `jaxconv.ConvSpec` (geometry, groups, precision, $\phi$'s
+# memory budget, ...), the same for all three here: we print it once and shorten it to `spec=...` below.
 
 # %%
 jaxpr_ours = jax.make_jaxpr(grad_ours)(x, w)
-print(jaxpr_ours.pretty_print(use_color=False))
+(spec,) = {eqn.params["spec"] for eqn in equations(jaxpr_ours) if eqn.primitive.name.startswith("jaxconv_")}
+print(spec, end="\n\n")
+print(re.sub(r"spec=ConvSpec\(.*\)", "spec=...", jaxpr_ours.pretty_print(use_color=False)))
+counts_ours = conv_primitives(jaxpr_ours)
+print(counts_ours)
+assert counts_ours == {"jaxconv_conv": 1, "jaxconv_filter_grad": 1, "jaxconv_col2im": 1}, counts_ours
 
 # %% [markdown]
-# The same, counted. We walk the program, nested `jit`s and calls included, and check: no convolution
-# primitive; two im2col gathers (forward, and backward rebuilding $\phi$); three `dot_general`s, whose
-# operand and output shapes are those of the note's three products; and at least $FH\cdot FW$ pads for
-# col2im. A shape is written without its size-1 group axis.
+# ### Inside the primitives: gathers, matrix products and pads
+#
+# A primitive reaches XLA through a lowering; ours lower (`mlir.lower_fun`) to the drivers in
+# `jaxconv/_conv.py`, where the note's formulas are written, and each primitive's `impl` calls the same
+# driver. `jax.make_jaxpr` of a primitive's `impl`, on operands shaped like those it gets in the program
+# above, prints that driver's program. In the three:
+#
+# * **im2col** (`jaxconv.im2col_t`) is the `gather` (after a `pad`, empty here, for the convolution's
+#   padding): it reads the windows of the padded images into $\phi^T$, reshaped to $(K, M) = (12, 32)$.
+#   `jaxconv_conv` and `jaxconv_filter_grad` each have one; `jaxconv_col2im` needs none;
+# * **the filters** `w` are reshaped and transposed into $F_f$, $(K, FN) = (12, 4)$;
+# * **the GEMMs** are the `dot_general`s, one per primitive: the forward's $O_f^T = F_f^T \phi^T$;
+#   $\partial L/\partial F_f = \phi^T\,\partial L/\partial O_f$, contracting over the $M = 32$ rows; and
+#   $(\partial L/\partial\phi)^T = F_f\,(\partial L/\partial O_f)^T$, contracting over the $FN = 4$
+#   filters. The library holds $\phi$ and $O_f$ transposed (the natural layout of an NCHW output); the
+#   leading axis of size 1 is the group axis of grouped convolutions;
+# * **col2im** (`jaxconv.col2im_t`) is the rest of `jaxconv_col2im`: one `slice` per kernel offset picks
+#   that offset's rows of $(\partial L/\partial\phi)^T$, a `pad` puts them back where the offset's pixels
+#   sit in the image, and a `reduce_sum` over their `stack` sums the $FH\cdot FW = 4$ of them: a pixel
+#   read by several windows collects all their gradients. (With a stride each phase of the image is
+#   summed on its own grid and the phases are interleaved by a reshape; at stride 1 there is one.) A last
+#   `pad` and `slice` would crop the convolution's padding (there is none here).
+#
+# Finally $\partial L/\partial F_f$ is transposed and reshaped to the filters' shape $(FN, C, FH, FW)$.
+# A body may also hold a few scalar operations (`is_finite`, `select_n`, a `mul` by 0, an `add`) before
+# its im2col or its $F_f$: they add an exact zero read from the other operand, which changes no value but
+# keeps XLA from sharing the backward's rebuilt $\phi$ with the forward's, or from flattening the filters
+# before the layer's input exists (`jaxconv/_conv.py`).
 
 # %%
-counts_ours = primitive_counts(jaxpr_ours)
-print(dict(counts_ours))
-assert "conv_general_dilated" not in counts_ours, counts_ours
-assert counts_ours["gather"] == 2, counts_ours
-assert counts_ours["pad"] >= FH * FW, counts_ours
-
-# Which product each dot_general computes, from the sizes of its output (M, K, FN all differ).
-PRODUCTS = {
-    frozenset((FN, M)): "forward:  O_f^T = F_f^T phi^T",
-    frozenset((K, FN)): "backward: dL/dF_f = phi^T dL/dO_f",
-    frozenset((K, M)): "backward: (dL/dphi)^T = F_f (dL/dO_f)^T",
-}
-found = []
+bodies = {}
 for eqn in equations(jaxpr_ours):
-    if eqn.primitive.name == "dot_general":
-        squeeze = lambda shape: tuple(d for d in shape if d != 1)
-        operands = " x ".join(str(squeeze(v.aval.shape)) for v in eqn.invars)
-        out = squeeze(eqn.outvars[0].aval.shape)
-        found.append(PRODUCTS[frozenset(out)])
-        print(f"dot_general {operands:<20} -> {str(out):<9} {found[-1]}")
-assert sorted(found) == sorted(PRODUCTS.values()), found
+    if eqn.primitive.name.startswith("jaxconv_"):
+        operands = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+        bodies[eqn.primitive.name] = jax.make_jaxpr(functools.partial(eqn.primitive.impl, **eqn.params))(*operands)
+        print(f"--- {eqn.primitive.name}{tuple(tuple(a.shape) for a in operands)}")
+        print(bodies[eqn.primitive.name].pretty_print(use_color=False))
 
 # %% [markdown]
-# ## 2. Errors and times on small cases
+# The same, counted. We walk each primitive's program, nested `jit`s included, and check: no
+# convolution primitive; an im2col gather in `jaxconv_conv` and in `jaxconv_filter_grad`; one
+# `dot_general` in each primitive, whose operand and output shapes are those of the note's product for
+# that primitive; and at least $FH\cdot FW$ pads in `jaxconv_col2im`. A shape is written without its
+# size-1 group axis.
+
+# %%
+PRODUCTS = {  # each primitive's dot_general: its output's sizes (M, K, FN all differ), and the product
+    "jaxconv_conv": ({FN, M}, "forward:  O_f^T = F_f^T phi^T"),
+    "jaxconv_filter_grad": ({K, FN}, "backward: dL/dF_f = phi^T dL/dO_f"),
+    "jaxconv_col2im": ({K, M}, "backward: (dL/dphi)^T = F_f (dL/dO_f)^T"),
+}
+squeeze = lambda shape: tuple(d for d in shape if d != 1)
+for name, body in bodies.items():
+    counts = primitive_counts(body)
+    print(f"{name:<20} {dict((p, counts[p]) for p in ('gather', 'dot_general', 'pad'))}")
+    assert "conv_general_dilated" not in counts, counts
+    assert counts["gather"] == (0 if name == "jaxconv_col2im" else 1), (name, counts)
+    assert counts["dot_general"] == 1, (name, counts)
+    (dot,) = [eqn for eqn in equations(body) if eqn.primitive.name == "dot_general"]
+    operands = " x ".join(str(squeeze(v.aval.shape)) for v in dot.invars)
+    out = squeeze(dot.outvars[0].aval.shape)
+    sizes, product = PRODUCTS[name]
+    print(f"{'':<20} dot_general {operands:<20} -> {str(out):<9} {product}")
+    assert set(out) == sizes, (name, out)
+assert primitive_counts(bodies["jaxconv_col2im"])["pad"] >= FH * FW
+
+# %% [markdown]
+# ## 2. Forward mode, and a transposed convolution
+#
+# **Forward mode.** `jax.jvp` pushes a tangent $(\dot x, \dot w)$ through the conv; the conv being
+# bilinear, the output's tangent is $\mathrm{conv}(\dot x, w) + \mathrm{conv}(x, \dot w)$: two more
+# `jaxconv_conv`s. `jax.jacfwd` builds a Jacobian from such products, one per column. Both agree with
+# lax's. The `jax.custom_vjp` registration of the same formulas, `conv_vjp`, agrees with lax in reverse
+# mode, but JAX cannot run a `custom_vjp` function forward: `jax.jvp` of it raises a `TypeError`.
+
+# %%
+x_dot = jax.random.normal(jax.random.key(1), x.shape)
+w_dot = jax.random.normal(jax.random.key(2), w.shape)
+_, tangent_ours = jax.jvp(jaxconv.conv, (x, w), (x_dot, w_dot))
+_, tangent_lax = jax.jvp(lax_conv, (x, w), (x_dot, w_dot))
+jacobian_ours = jax.jacfwd(jaxconv.conv, argnums=1)(x, w)  # d O / d w: (N, FN, OH, OW, FN, C, FH, FW)
+jacobian_lax = jax.jacfwd(lax_conv, argnums=1)(x, w)
+custom_vjp_conv = lambda x, w: conv_vjp(x, w, None, conv_spec(x, w, None))
+grads_custom_vjp = jax.grad(lambda x, w: jnp.sum(custom_vjp_conv(x, w) * G), argnums=(0, 1))(x, w)
+for name, got, want in [
+    ("jax.jvp(jaxconv.conv): tangent", tangent_ours, tangent_lax),
+    ("jax.jacfwd(jaxconv.conv) wrt w", jacobian_ours, jacobian_lax),
+    ("jax.grad(conv_vjp): dL/dx", grads_custom_vjp[0], grad_lax(x, w)[0]),
+    ("jax.grad(conv_vjp): dL/dw", grads_custom_vjp[1], grad_lax(x, w)[1]),
+]:
+    error = relative_error(got, want)
+    print(f"{name:<32} max |ours - lax| / max |lax| = {error:.1e}")
+    assert error < TOLERANCES["float32"], (name, error)
+
+jaxpr_jvp = jax.make_jaxpr(lambda x, w: jax.jvp(jaxconv.conv, (x, w), (x_dot, w_dot)))(x, w)
+print("in the jaxpr of jax.jvp(jaxconv.conv):", conv_primitives(jaxpr_jvp))
+assert conv_primitives(jaxpr_jvp) == {"jaxconv_conv": 3}  # the output and the tangent's two terms
+try:
+    jax.jvp(custom_vjp_conv, (x, w), (x_dot, w_dot))
+except TypeError as error:
+    print(f"jax.jvp(conv_vjp): TypeError: {error}")
+else:
+    raise AssertionError("jax.jvp of a custom_vjp function ran")
+
+# %% [markdown]
+# **A transposed convolution** is the note read backwards. `lax.conv_transpose` computes it as a
+# convolution of its input dilated by the stride, zeros inserted between the pixels; that convolution is
+# the input gradient of a strided one, which `jaxconv.conv_transpose` (lax's arguments, lax's result)
+# computes as it is: `jaxconv_col2im`, multiplying no inserted zero. Its gradients are that primitive's
+# transposes, `jaxconv_conv` and `jaxconv_filter_grad`. Below, stride 2, "SAME" padding and a $3\times3$
+# kernel, in lax's default layouts (NHWC input, HWIO kernel): the values and the gradients agree with lax.
+
+# %%
+x_t = jax.random.normal(jax.random.key(3), (N, 4, 4, C))  # NHWC
+w_t = jax.random.normal(jax.random.key(4), (3, 3, C, FN))  # HWIO
+transposed = {
+    "jaxconv": lambda x, w: jaxconv.conv_transpose(x, w, (2, 2), "SAME"),
+    "lax": lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME"),
+}
+G_t = jax.random.normal(jax.random.key(5), (N, 8, 8, FN))  # dL/dO
+values, primitives = {}, {}
+for name, fn in transposed.items():
+    grad = jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) * G_t), argnums=(0, 1))
+    values[name] = (fn(x_t, w_t), *grad(x_t, w_t))
+    primitives[name] = [conv_primitives(jax.make_jaxpr(f)(x_t, w_t)) for f in (fn, grad)]
+    print(f"{name + '.conv_transpose':<22} {primitives[name][0]}")
+    print(f"{'  and its jax.grad':<22} {primitives[name][1]}")
+assert primitives["jaxconv"] == [
+    {"jaxconv_col2im": 1},
+    {"jaxconv_col2im": 1, "jaxconv_conv": 1, "jaxconv_filter_grad": 1},
+], primitives["jaxconv"]
+for quantity, got, want in zip(("output", "dL/dx", "dL/dw"), values["jaxconv"], values["lax"]):
+    error = relative_error(got, want)
+    print(f"{quantity:<6} {str(got.shape):<15} max |jaxconv - lax| / max |lax| = {error:.1e}")
+    assert error < TOLERANCES["float32"], (quantity, error)
+
+# %% [markdown]
+# ## 3. Errors and times on small cases
 #
 # `jaxconv.compare.compare` runs each case through `jaxconv.conv` and through lax on the same random
 # inputs, compares the output and the gradients $\partial L/\partial x$, $\partial L/\partial w$ (and

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 04 · Training a CNN on the custom VJP
+# # 04 · Training a CNN on the note's backward pass
 #
 # The real test of a backward pass is training. `jaxconv.train.fit` trains `jaxconv.nn.cnn`, a small CNN
 # (conv $3\times3$, 16 filters → ReLU → $2\times2$ max pool → conv $3\times3$, 32 filters → ReLU →
@@ -133,10 +133,10 @@ for conv, result in results.items():
 ax_loss.set_yscale("log")
 ax_loss.set_xlabel("epoch")
 ax_loss.set_ylabel("mean cross-entropy loss (log)")
-ax_loss.set_title("Loss: im2col (custom VJP) and lax, same seed")
+ax_loss.set_title("Loss: im2col (the note's backward) and lax, same seed")
 ax_accuracy.set_xlabel("epoch")
 ax_accuracy.set_ylabel("accuracy (%)")
-ax_accuracy.set_title("Accuracy: im2col (custom VJP) and lax, same seed")
+ax_accuracy.set_title("Accuracy: im2col (the note's backward) and lax, same seed")
 for ax in (ax_loss, ax_accuracy):
     ax.set_xticks(epochs)
     ax.grid(alpha=0.3)
