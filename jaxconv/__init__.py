@@ -2,7 +2,7 @@
 
 The forward pass lowers the input with im2col, ``phi(I)``, and multiplies by
 the flattened filters ``F_f = W.reshape(FN, -1).T``; the backward pass is a
-``jax.custom_vjp`` applying ``dL/dF_f = phi(I)^T dL/dO_f`` and
+transpose of JAX primitives applying ``dL/dF_f = phi(I)^T dL/dO_f`` and
 ``dL/dphi = dL/dO_f F_f^T``, then col2im. See ``jaxconv._conv`` (and the
 README) for the map from the note's equations to the functions the conv calls.
 

@@ -1,4 +1,4 @@
-"""The convolution as im2col + GEMM, with the note's backward pass as its custom VJP.
+"""The convolution as im2col + GEMM, and the drivers of the note's backward pass.
 
 Each equation of ``bp-for-conv-layer.md`` is one function, and these are the
 functions the conv calls (XLA backend; ``backend="pallas"`` fuses the same
@@ -35,6 +35,15 @@ whose column ``f`` is filter ``f`` flattened in im2col's ``(C, FH, FW)`` order.
 channels and the filters into G blocks; every array carries a leading group
 axis and each GEMM is a batch of G matmuls.
 
+**Registration.** JAX is told the backward by :mod:`jaxconv._primitives`: the
+drivers :func:`_forward` (O_f = phi F_f), :func:`_transposed_forward` (Eq. 2,
+then col2im) and :func:`_filter_grad` (Eq. 1) are what its three bilinear
+primitives lower to, each the transpose of the other two. :func:`conv_vjp`
+registers the same drivers as a ``jax.custom_vjp`` (reverse mode only).
+
+**Contraction.** Depthwise convs sum the same products by multiply-reduce over
+phi's columns instead of a GEMM (:mod:`jaxconv._contraction`).
+
 **Memory.** phi is built a chunk of images at a time (:mod:`jaxconv._budget`),
 in the forward and again in the backward, which keeps x rather than phi.
 """
@@ -66,7 +75,7 @@ Backend = Literal["xla", "pallas"]
 
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
-    """Everything static about one convolution: the custom VJP's non-differentiable argument.
+    """Everything static about one convolution: the primitives' (and the custom VJP's) static parameter.
 
     ``preferred_element_type`` is a dtype's *name*: NumPy compares a dtype
     equal to None, so two specs holding ``float64`` and None would compare
@@ -420,7 +429,7 @@ forward = _under_vmap_budget(_forward, fold_batch=True)  # images in, images out
 backward = _under_vmap_budget(_backward)  # dL/dW is each vmapped call's own: chunks of vmapped calls
 
 
-# --- the custom VJP --------------------------------------------------------------
+# --- the custom VJP: the same drivers, reverse mode only ---------------------------
 
 
 def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:

@@ -3,7 +3,7 @@
 Same signature and semantics (any ``dimension_numbers``, lhs and rhs
 dilation, negative padding, feature and batch groups, precision,
 ``preferred_element_type``, zero-size inputs and empty outputs), computed by
-the im2col + GEMM custom VJP. Arguments lax would reject raise
+the im2col + GEMM primitives (:mod:`jaxconv._primitives`). Arguments lax would reject raise
 ``ValueError``/``TypeError`` here, in Python, before anything reaches XLA:
 the very type lax raises wherever lax raises one of the two itself
 (``tests/test_lax_errors.py`` holds the table).

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 from jaxconv import _interrupts
 
-DESCRIPTION = "Convolution as im2col + GEMM with a hand-derived custom VJP: train a CNN, compare with lax, check."
+DESCRIPTION = "Convolution as im2col + GEMM with a hand-derived backward pass: train a CNN, compare with lax, check."
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jaxconv.train.cli", "train a small CNN with the custom-VJP conv (default data: sklearn digits)"),
-    "compare": ("jaxconv.compare.cli", "compare the custom VJP with jax.grad of lax.conv_general_dilated"),
-    "check": ("jaxconv.compare.check", "ten-second numerical check of the custom VJP against jax.grad(lax)"),
+    "compare": ("jaxconv.compare.cli", "compare jaxconv with jax.grad of lax.conv_general_dilated"),
+    "check": ("jaxconv.compare.check", "ten-second numerical check of jaxconv against jax.grad(lax)"),
 }
 """Name: (the module that implements it, its one-line help)."""
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C

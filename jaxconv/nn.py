@@ -15,7 +15,7 @@ layer, a plain pytree that ``jax.tree``, ``jax.grad`` and optax use directly.
 :func:`cnn` builds the small CNN that ``jaxconv train`` trains.
 
 The convolution backend is a static field of :class:`Conv`: ``"im2col"``
-calls :func:`jaxconv.conv` (im2col + GEMM with the hand-derived custom VJP),
+calls :func:`jaxconv.conv` (im2col + GEMM with the hand-derived backward pass),
 ``"lax"`` calls :func:`jaxconv.lax_conv` (``jax.lax.conv_general_dilated``);
 the two have the same signature, so the backend is just which function the
 layer calls. Pooling (:func:`pool`, :class:`MaxPool`, :class:`AvgPool`) reuses
@@ -99,7 +99,7 @@ class Conv:
       out_channels: number of filters, FN.
       kernel_size: int or one int per spatial dimension.
       stride, padding, dilation, groups: as in :func:`jaxconv.conv`.
-      backend: ``"im2col"`` (:func:`jaxconv.conv`, the custom VJP) or ``"lax"``
+      backend: ``"im2col"`` (:func:`jaxconv.conv`, the note's backward) or ``"lax"``
         (:func:`jaxconv.lax_conv`).
       use_bias: whether to add a bias.
       init: ``"he"`` (default, for a conv followed by ReLU) or ``"glorot"``.
@@ -305,7 +305,7 @@ def cnn(
       num_classes: size of the output (logits).
       channels: output channels of each conv stage; each stage halves H and W.
       kernel_size: conv kernel size.
-      backend: ``"im2col"`` (custom VJP) or ``"lax"``, for every conv.
+      backend: ``"im2col"`` (the note's backward) or ``"lax"``, for every conv.
 
     Returns:
       A :class:`Sequential`.

@@ -1,6 +1,6 @@
 """``jaxconv check``: the errors of ``jaxconv compare`` on the ``cpu-small`` preset, without timing.
 
-The custom VJP against ``jax.grad`` of lax's conv on five small cases (1-3
+jaxconv's gradients against ``jax.grad`` of lax's conv on five small cases (1-3
 spatial dims, stride, SAME and asymmetric padding, groups, dilation, bias):
 the output and every gradient against lax at ``precision=HIGHEST`` and at the
 default precision, with the tolerance of :func:`jaxconv.compare.tolerance`.
