@@ -309,7 +309,7 @@ def _multiply_reduce_filter_grad_and(spec, x, w_shape, dout, step):
 
 
 def _after(a: jax.Array, dep: jax.Array) -> jax.Array:
-    """``a`` plus an exact zero read from ``dep``: the same values, computed only once ``dep`` exists.
+    """``a`` plus an exact zero made from ``dep`` (which broadcasts to it): the same values, once ``dep`` exists.
 
     XLA merges identical computations (CSE) and hoists independent ones: it would
     share Eq. 1's rebuild of phi(x) with the forward's phi, keeping every layer's
@@ -319,8 +319,7 @@ def _after(a: jax.Array, dep: jax.Array) -> jax.Array:
     """
     if dep.size == 0 or not jnp.issubdtype(a.dtype, jnp.inexact):
         return a
-    first = dep.reshape(-1)[0]
-    zero = jnp.where(jnp.isfinite(first), first, 0) * 0  # 0 or -0, whatever dep holds: a + zero == a
+    zero = jnp.where(jnp.isfinite(dep), dep, 0) * 0  # 0 or -0, whatever dep holds: a + zero == a
     return a + zero.astype(a.dtype)
 
 
@@ -340,7 +339,9 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
             preferred_element_type=spec.preferred_element_type,
             precision=spec.precision,
         )
-    w_flat = flatten_filters(_after(w, x), spec.groups)  # F_f, once this layer's input exists
+    if spec.devices == 1 and x.size:  # F_f once this layer's input exists (a sharded x would cost a collective)
+        w = _after(w, x.reshape(-1)[:1].reshape((1,) * w.ndim))
+    w_flat = flatten_filters(w, spec.groups)  # F_f
 
     def chunk_forward(carry, x_chunk):
         if spec.contraction == "multiply_reduce":  # phi's slabs, fused or (inside a larger program) per chunk
@@ -401,7 +402,8 @@ def _filter_grad(spec: ConvSpec, x: jax.Array, dout: jax.Array) -> jax.Array:
 
         return _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups, precision=spec.precision)
     nothing = lambda *chunk: ()
-    x = _after(x, dout)  # phi(x) rebuilt here, not shared with the forward's (see _after)
+    first = dout[(slice(None),) + (slice(0, 1),) * (dout.ndim - 1)]  # each image's own: local when sharded
+    x = _after(x, first)  # phi(x) rebuilt here, not shared with the forward's (see _after)
     summed = _multiply_reduce_filter_grad_and if spec.contraction == "multiply_reduce" else _filter_grad_and
     dtype = dout.dtype if spec.preferred_element_type is None else spec.preferred_element_type
     return summed(spec, x, w_shape, dout, nothing)[1].astype(dtype)  # summed in float32 for half types
