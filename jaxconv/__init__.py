@@ -13,9 +13,39 @@ The public names below load on first use, so that ``import jaxconv`` (and the
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy __getattr__ below returns, for type checkers and IDEs
+    from jaxconv import compare as compare
+    from jaxconv import nn as nn
+    from jaxconv import train as train
+    from jaxconv._api import conv as conv
+    from jaxconv._api import conv1d as conv1d
+    from jaxconv._api import conv2d as conv2d
+    from jaxconv._api import conv3d as conv3d
+    from jaxconv._api import lax_conv as lax_conv
+    from jaxconv._budget import default_max_cols_bytes as default_max_cols_bytes
+    from jaxconv._conv import ConvSpec as ConvSpec
+    from jaxconv._conv import bias_grad as bias_grad
+    from jaxconv._conv import cols_grad as cols_grad
+    from jaxconv._conv import filter_grad as filter_grad
+    from jaxconv._conv import flatten_filters as flatten_filters
+    from jaxconv._conv import forward_gemm as forward_gemm
+    from jaxconv._geometry import ConvGeometry as ConvGeometry
+    from jaxconv._geometry import conv_geometry as conv_geometry
+    from jaxconv._im2col import col2im as col2im
+    from jaxconv._im2col import col2im_t as col2im_t
+    from jaxconv._im2col import im2col as im2col
+    from jaxconv._im2col import im2col_t as im2col_t
+    from jaxconv._im2col import window_indices as window_indices
+    from jaxconv._lax_compat import conv_general_dilated as conv_general_dilated
+    from jaxconv._lax_compat import conv_transpose as conv_transpose
+    from jaxconv._transpose_api import conv_strategy as conv_strategy
+    from jaxconv._transpose_api import conv_transpose1d as conv_transpose1d
+    from jaxconv._transpose_api import conv_transpose2d as conv_transpose2d
+    from jaxconv._transpose_api import conv_transpose3d as conv_transpose3d
 
 #: Public name -> the module that defines it.
 _EXPORTS = {

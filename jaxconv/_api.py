@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from jax import lax
 from jaxconv._budget import batch_devices, resolve_max_cols_bytes
 from jaxconv._contraction import contraction_for
 from jaxconv._conv import ConvSpec, add_bias
-from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
+from jaxconv._geometry import ConvGeometry, Padding, check_windows_fit, conv_geometry
 from jaxconv._im2col import COL2IM_METHODS, Col2imMethod
 from jaxconv._primitives import apply_conv
 from jaxconv._validate import (
@@ -35,12 +35,15 @@ from jaxconv._validate import (
     dtype_name,
 )
 
-Padding = int | str | tuple[int, ...] | tuple[tuple[int, int], ...]
 BACKENDS = ("xla", "pallas", "auto")
 Backend = Literal["xla", "pallas", "auto"]
+# An array, or its shape and dtype alone (``jax.eval_shape``'s form): all that the checks and the spec read.
+Shaped = jax.Array | jax.ShapeDtypeStruct
 
 
-def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any, x_shape: Any, w_shape: Any) -> str:
+def resolve_backend(
+    backend: Any, geometry: Any, groups: int, dtype: Any, x_shape: Any, w_shape: Any
+) -> Literal["xla", "pallas"]:
     """``"auto"`` -> the backend measured fastest for this conv; ``"pallas"`` only where its kernels apply.
 
     No Pallas figure has been measured on any platform yet (``benchmarks/RESULTS.md``), so ``"auto"`` is XLA.
@@ -59,7 +62,7 @@ def resolve_backend(backend: Any, geometry: Any, groups: int, dtype: Any, x_shap
 def make_spec(
     geometry: ConvGeometry,
     groups: int,
-    x: jax.Array,
+    x: Shaped,
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
     *,
@@ -91,7 +94,7 @@ def make_spec(
     )
 
 
-def check_dtypes(x: jax.Array, w: jax.Array, b: jax.Array | None) -> None:
+def check_dtypes(x: Shaped, w: Shaped, b: Shaped | None) -> None:
     """x, w and b share one floating or complex dtype: what the friendly convs differentiate."""
     for name, array in (("x", x), ("w", w)) + ((("b", b),) if b is not None else ()):
         if not jnp.issubdtype(array.dtype, jnp.inexact):
@@ -106,9 +109,9 @@ def check_dtypes(x: jax.Array, w: jax.Array, b: jax.Array | None) -> None:
 
 
 def conv_spec(
-    x: jax.Array,
-    w: jax.Array,
-    b: jax.Array | None,
+    x: Shaped,
+    w: Shaped,
+    b: Shaped | None,
     *,
     stride: Any = 1,
     padding: Any = 0,
@@ -163,7 +166,7 @@ def conv(
     dilation: int | tuple[int, ...] = 1,
     groups: int = 1,
     precision: lax.PrecisionLike = None,
-    preferred_element_type: Any = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
     col2im_method: Col2imMethod = "pad_add",
     max_cols_bytes: int | Literal["auto"] | None = "auto",
     backend: Backend = "xla",
@@ -215,7 +218,33 @@ def conv(
     return apply_conv(x, w, b, spec)
 
 
-def _conv_of_rank(spatial_dims: int):
+class ConvNd(Protocol):
+    """The signature of :func:`conv1d`, :func:`conv2d` and :func:`conv3d`: :func:`conv`'s, for type checkers.
+
+    >>> params = lambda fn: list(inspect.signature(fn).parameters.values())
+    >>> params(ConvNd.__call__)[1:] == params(conv)  # after self
+    True
+    """
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        w: jax.typing.ArrayLike,
+        b: jax.typing.ArrayLike | None = None,
+        *,
+        stride: int | tuple[int, ...] = 1,
+        padding: Padding = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        precision: lax.PrecisionLike = None,
+        preferred_element_type: jax.typing.DTypeLike | None = None,
+        col2im_method: Col2imMethod = "pad_add",
+        max_cols_bytes: int | Literal["auto"] | None = "auto",
+        backend: Backend = "xla",
+    ) -> jax.Array: ...
+
+
+def _conv_of_rank(spatial_dims: int) -> ConvNd:
     name = f"conv{spatial_dims}d"
 
     def conv_nd(

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -33,7 +33,7 @@ def varying_axes(a: jax.Array) -> frozenset[str]:
     return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
 
 
-def match_varying_axes(*arrays: jax.Array | None) -> list[jax.Array | None]:
+def match_varying_axes(*arrays: jax.Array | None) -> list[Any]:
     """Casts each array (None passes through) to vary over every axis any of them varies over."""
     present = [a for a in arrays if a is not None]
     axes = frozenset().union(*map(varying_axes, present))
@@ -54,8 +54,8 @@ def under_auto_axes(fn: Callable[..., jax.Array], x: jax.Array, *arrays: Any) ->
     ``Auto`` meshes (strided chunks keep each device's images home); the
     result comes back with x's batch sharding, as lax's conv gives it.
     """
-    sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
+    sharding: Any = getattr(jax.typeof(x), "sharding", None)
+    mesh: Any = getattr(sharding, "mesh", None)
     explicit = getattr(jax.sharding.AxisType, "Explicit", None)
     axes = (
         ()
@@ -89,11 +89,11 @@ def budget_under_vmap(
     """
 
     @custom_vmap
-    def batched(*arrays):
+    def batched(*arrays: Any) -> Any:
         return fn(*arrays)
 
     @batched.def_vmap
-    def _rule(axis_size, in_batched, *arrays):
+    def _rule(axis_size: int, in_batched: list[Any], *arrays: Any) -> tuple[Any, Any]:
         if fold_batch and in_batched[0] and not any(in_batched[1:]):
             x = arrays[0]
             out = fn(x.reshape((-1,) + x.shape[2:]), *arrays[1:])
@@ -103,7 +103,7 @@ def budget_under_vmap(
             out = jax.vmap(fn, in_axes=in_axes)(*arrays)
             return out, jax.tree.map(lambda _: True, out)
 
-        def body(carry, *mapped):
+        def body(carry: tuple[()], *mapped: jax.Array) -> tuple[tuple[()], Any]:
             it = iter(mapped)
             return carry, jax.vmap(fn, in_axes=in_axes)(*[next(it) if b else a for a, b in zip(arrays, in_batched)])
 
@@ -112,17 +112,19 @@ def budget_under_vmap(
         return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_jvp
-    def call(*arrays):
+    def call(*arrays: Any) -> Any:
         return batched(*arrays)
 
     @call.defjvp
-    def _jvp(primals, tangents):
+    def _jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
         return batched(*primals), jax.jvp(fn, primals, tangents)[1]
 
     return call
 
 
-def over_batch_chunks(body, carry, arrays, chunk):
+def over_batch_chunks(
+    body: Callable[..., tuple[Any, Any]], carry: Any, arrays: Sequence[jax.Array], chunk: int | None
+) -> tuple[Any, Any]:
     """``carry, y = body(carry, *chunk_of_arrays)`` over the batch axis, ``chunk`` images at a time.
 
     One loop, so phi(I) exists for one chunk at a time. The batch is viewed as
@@ -147,10 +149,10 @@ def over_batch_chunks(body, carry, arrays, chunk):
     ]
     column = lambda i: [lax.dynamic_index_in_dim(g, i, axis=1, keepdims=False) for g in grids]
 
-    def buffer(y):  # varying over shard_map's axes like the inputs, as the loop's carry must
+    def buffer(y: Any) -> jax.Array:  # varying over shard_map's axes like the inputs, as the loop's carry must
         return match_varying_axes(jnp.zeros((chunk, steps) + y.shape[1:], y.dtype), *grids)[0]
 
-    def step(i, state):
+    def step(i: jax.Array, state: tuple[Any, Any]) -> tuple[Any, Any]:
         carry, ys = state
         carry, y = body(carry, *column(i))
         return carry, jax.tree.map(lambda buf, v: lax.dynamic_update_index_in_dim(buf, v, i, axis=1), ys, y)

@@ -129,7 +129,7 @@ def _axes_size(mesh: Any, entry: Any) -> int:
     return math.prod(dict(mesh.shape)[name] for name in names)
 
 
-def batch_devices(x: jax.Array, batch_axis: int = 0) -> int:
+def batch_devices(x: jax.Array | jax.ShapeDtypeStruct, batch_axis: int = 0) -> int:
     """Devices ``x``'s batch axis is split over, where ``x`` says; else :func:`mesh_size`.
 
     An explicitly sharded type (``jax.make_mesh``'s default axes) and a
@@ -137,7 +137,7 @@ def batch_devices(x: jax.Array, batch_axis: int = 0) -> int:
     (a NamedSharding input under ``jit``) does not: the batch may then be
     split over any of the mesh's devices, and chunks are sized for that.
     """
-    sharding = getattr(jax.typeof(x), "sharding", None)
+    sharding: Any = getattr(jax.typeof(x), "sharding", None)
     mesh = getattr(sharding, "mesh", None)
     if mesh is not None and not mesh.empty and jax.sharding.AxisType.Explicit in mesh.axis_types:
         spec = tuple(sharding.spec)

@@ -1,6 +1,6 @@
 """The convolution as im2col + GEMM, and the drivers of the note's backward pass.
 
-Each equation of ``bp-for-conv-layer.md`` is one function, and these are the
+Each equation of the note (Jiashu Xu, "BP for convolutional layer") is one function, and these are the
 functions the conv calls (XLA backend; ``backend="pallas"`` fuses the same
 three GEMMs with their im2col/col2im, :mod:`jaxconv._pallas`):
 
@@ -53,11 +53,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxconv._batching import budget_under_vmap, match_varying_axes, over_batch_chunks
 from jaxconv._budget import CPU_MAX_COLS_BYTES, batch_chunk, cols_bytes_per_image
@@ -92,7 +94,7 @@ class ConvSpec:
     backend: Backend = "xla"
     contraction: Contraction = "gemm"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.preferred_element_type, (str, type(None))):
             raise TypeError(
                 f"ConvSpec.preferred_element_type must be a dtype name or None, got {self.preferred_element_type!r}"
@@ -128,8 +130,8 @@ def forward_gemm(
     phi_t: jax.Array,
     w_flat: jax.Array,
     *,
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """O_f = phi(I) F_f, computed as O_f^T = F_f^T phi^T: ``(C*K, M) x (G, J, FN/G) -> (G, FN/G, M)``.
 
@@ -149,8 +151,8 @@ def filter_grad(
     phi_t: jax.Array,
     dout_t: jax.Array,
     *,
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """dL/dF_f = phi(I)^T dL/dO_f (from the note's Eq. 1), summed over all rows (every image): ``-> (G, J, FN/G)``.
 
@@ -173,8 +175,8 @@ def cols_grad(
     dout_t: jax.Array,
     w_flat: jax.Array,
     *,
-    precision: Any = None,
-    preferred_element_type: Any = None,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """dL/dphi(I) = dL/dO_f F_f^T (from the note's Eq. 2), as its transpose F_f dL/dO_f^T: ``-> (C*K, M)``.
 
@@ -270,7 +272,9 @@ def _spread(spec: ConvSpec, dout_t: jax.Array, w_flat: jax.Array, batch: int, dt
     return col2im_t(dphi_t, spec.geometry, batch, spec.col2im_method).astype(dtype)  # col2im(dL/dphi)
 
 
-def _filter_grad_and(spec, x, w_shape, dout, step):
+def _filter_grad_and(
+    spec: ConvSpec, x: jax.Array, w_shape: tuple[int, ...], dout: jax.Array, step: Callable[..., Any]
+) -> tuple[Any, jax.Array]:
     """Eq. 1 over the chunks of the batch, summed in float32 for half types, and ``step`` of each chunk.
 
     ``step(phi_t, dout_t, batch)`` computes the chunk's other gradient from the same phi(I) and dL/dO_f.
@@ -278,7 +282,7 @@ def _filter_grad_and(spec, x, w_shape, dout, step):
     """
     dw_dtype = _accumulation_dtype(dout.dtype)
 
-    def chunk_backward(dw_flat, x_chunk, dout_chunk):
+    def chunk_backward(dw_flat: jax.Array, x_chunk: jax.Array, dout_chunk: jax.Array) -> tuple[jax.Array, Any]:
         phi_t = im2col_t(x_chunk, spec.geometry).astype(dout.dtype)  # phi(I)^T
         dout_t = from_output(dout_chunk, spec.geometry, spec.groups)  # dL/dO_f^T
         # Eq. 1: phi(I)^T dL/dO_f, summed over the chunks in dw_dtype
@@ -293,13 +297,15 @@ def _filter_grad_and(spec, x, w_shape, dout, step):
     return other, unflatten_filters(dw_flat, w_shape)
 
 
-def _multiply_reduce_filter_grad_and(spec, x, w_shape, dout, step):
+def _multiply_reduce_filter_grad_and(
+    spec: ConvSpec, x: jax.Array, w_shape: tuple[int, ...], dout: jax.Array, step: Callable[..., Any]
+) -> tuple[Any, jax.Array]:
     """:func:`_filter_grad_and` for the multiply-reduce contraction: Eq. 1 and ``step(x_chunk, dout_chunk)``.
 
     phi is never written, but the products each kernel offset reduces are: the chunks bound them as they bound phi.
     """
 
-    def chunk_backward(dw, x_chunk, dout_chunk):
+    def chunk_backward(dw: jax.Array, x_chunk: jax.Array, dout_chunk: jax.Array) -> tuple[jax.Array, Any]:
         dw = dw + multiply_reduce_filter_grad(x_chunk, dout_chunk, spec.geometry, spec.groups)  # Eq. 1
         return dw, step(x_chunk, dout_chunk)
 
@@ -343,7 +349,7 @@ def _forward(spec: ConvSpec, x: jax.Array, w: jax.Array) -> jax.Array:
         w = _after(w, x.reshape(-1)[:1].reshape((1,) * w.ndim))
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
-    def chunk_forward(carry, x_chunk):
+    def chunk_forward(carry: tuple[()], x_chunk: jax.Array) -> tuple[tuple[()], jax.Array]:
         if spec.contraction == "multiply_reduce":  # phi's slabs, fused or (inside a larger program) per chunk
             return carry, multiply_reduce_forward(x_chunk, w, spec.geometry, spec.groups, spec.preferred_element_type)
         phi_t = im2col_t(x_chunk, spec.geometry)  # phi(I)^T
@@ -361,7 +367,7 @@ def _backward(spec: ConvSpec, x: jax.Array, w: jax.Array, dout: jax.Array) -> tu
         dx = _pallas.fused_input_grad(dout, w, spec.geometry, spec.groups, precision=spec.precision)
         return dx, _pallas.fused_filter_grad(x, dout, spec.geometry, spec.groups, precision=spec.precision)
     if spec.contraction == "multiply_reduce":
-        step = lambda x_chunk, dout_chunk: multiply_reduce_input_grad(
+        step: Callable[..., Any] = lambda x_chunk, dout_chunk: multiply_reduce_input_grad(
             dout_chunk, w, spec.geometry, spec.groups, dout.dtype
         )
         return _multiply_reduce_filter_grad_and(spec, x, w.shape, dout, step)
@@ -383,7 +389,7 @@ def _transposed_forward(spec: ConvSpec, d: jax.Array, w: jax.Array) -> jax.Array
         return _pallas.fused_input_grad(d, w, spec.geometry, spec.groups, precision=spec.precision).astype(dtype)
     w_flat = flatten_filters(w, spec.groups)  # F_f
 
-    def chunk_forward(carry, d_chunk):
+    def chunk_forward(carry: tuple[()], d_chunk: jax.Array) -> tuple[tuple[()], jax.Array]:
         if spec.contraction == "multiply_reduce":
             return carry, multiply_reduce_input_grad(d_chunk, w, spec.geometry, spec.groups, dtype)
         d_t = from_output(d_chunk, spec.geometry, spec.groups)
@@ -409,14 +415,14 @@ def _filter_grad(spec: ConvSpec, x: jax.Array, dout: jax.Array) -> jax.Array:
     return summed(spec, x, w_shape, dout, nothing)[1].astype(dtype)  # summed in float32 for half types
 
 
-def _under_vmap_budget(fn, *, fold_batch: bool = False):
+def _under_vmap_budget(fn: Callable[..., Any], *, fold_batch: bool = False) -> Callable[..., Any]:
     """``fn(spec, images, w, ...)``, with its phi budget honoured under ``jax.vmap`` too (:mod:`jaxconv._batching`).
 
     phi(I) is of images with ``w.shape[1] * groups`` channels, whichever the first array holds.
     """
 
     @functools.wraps(fn)
-    def wrapped(spec: ConvSpec, *arrays):
+    def wrapped(spec: ConvSpec, *arrays: jax.Array) -> Any:
         if spec.backend != "xla" or spec.max_cols_bytes is None:
             return fn(spec, *arrays)
         first, w = arrays[:2]
@@ -445,13 +451,17 @@ def conv_vjp(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) ->
     return conv_forward(x, w, b, spec)
 
 
-def _conv_fwd(x, w, b, spec):
+def _conv_fwd(
+    x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array | None]]:
     # The forward keeps x, not phi(I), and the backward rebuilds phi chunk by chunk: phi is FH*FW/stride^2
     # times the size of x, and holding it between the passes costs that memory for no speed (RESULTS.md).
     return conv_forward(x, w, b, spec), (x, w, b)
 
 
-def _conv_bwd(spec, residuals, dout):
+def _conv_bwd(
+    spec: ConvSpec, residuals: tuple[jax.Array, jax.Array, jax.Array | None], dout: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     x, w, b = residuals
     dx, dw = backward(spec, x, w, dout)
     db = None if b is None else bias_grad(from_output(dout, spec.geometry, spec.groups)).astype(b.dtype)

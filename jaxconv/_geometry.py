@@ -28,6 +28,9 @@ import numpy as np
 from jaxconv._validate import as_int, ntuple
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
+# What every conv takes as padding (:func:`normalize_padding`): an int for every side, one int or one (lo, hi)
+# pair per spatial dimension, or one of PADDING_STRINGS.
+Padding = int | str | Sequence[int] | Sequence[tuple[int, int]]
 # A window slides over at most this many (dilated, padded) pixels per dimension: what int32 indices reach.
 MAX_SPATIAL = 2**31
 
@@ -154,10 +157,10 @@ def conv_geometry(
     in_spatial: Sequence[int],
     kernel_size: Sequence[int],
     *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    lhs_dilation: Any = 1,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    dilation: int | Sequence[int] = 1,
+    lhs_dilation: int | Sequence[int] = 1,
 ) -> ConvGeometry:
     """Normalises window arguments into a :class:`ConvGeometry`.
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxconv._geometry import ConvGeometry, check_windows_fit, conv_geometry
+from jaxconv._geometry import ConvGeometry, Padding, check_windows_fit, conv_geometry
 from jaxconv._validate import as_array, as_int, as_shape, check_batch_rank, check_choice, ntuple
 
 Col2imMethod = Literal["pad_add", "scatter_add"]
@@ -324,7 +324,7 @@ def im2col(
     kernel_size: int | tuple[int, ...],
     *,
     stride: int | tuple[int, ...] = 1,
-    padding: Any = 0,
+    padding: Padding = 0,
     dilation: int | tuple[int, ...] = 1,
 ) -> jax.Array:
     """Lowers images to phi(I), the matrix of their convolution windows.
@@ -358,7 +358,7 @@ def col2im(
     kernel_size: int | tuple[int, ...],
     *,
     stride: int | tuple[int, ...] = 1,
-    padding: Any = 0,
+    padding: Padding = 0,
     dilation: int | tuple[int, ...] = 1,
     method: Col2imMethod = "pad_add",
 ) -> jax.Array:

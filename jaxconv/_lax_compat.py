@@ -104,7 +104,7 @@ def conv_general_dilated(
     feature_group_count: int = 1,
     batch_group_count: int = 1,
     precision: lax.PrecisionLike = None,
-    preferred_element_type: Any = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
     out_sharding: Any = None,
 ) -> jax.Array:
     """``jax.lax.conv_general_dilated``, computed as im2col + GEMM with the note's VJP.
@@ -181,7 +181,9 @@ def conv_general_dilated(
     )
     if lhs.dtype != rhs.dtype:  # lax's dtype rule runs after its shape rule
         raise TypeError(f"lhs and rhs must have the same dtype, got {lhs.dtype} and {rhs.dtype}")
-    options = dict(batch_axis=lhs_perm[0], precision=precision, preferred_element_type=preferred_element_type)
+    options: dict[str, Any] = dict(
+        batch_axis=lhs_perm[0], precision=precision, preferred_element_type=preferred_element_type
+    )
     perms = (lhs_perm, rhs_perm, out_perm)
     primal = transposed_route(geometry, batch_groups, lhs.dtype)
     if primal is not None:  # the input-gradient of a conv: computed as the note's Eq. 2 and col2im
@@ -298,7 +300,7 @@ def conv_transpose(
     dimension_numbers: lax.ConvGeneralDilatedDimensionNumbers = None,
     transpose_kernel: bool = False,
     precision: lax.PrecisionLike = None,
-    preferred_element_type: Any = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
     use_consistent_padding: bool = False,
 ) -> jax.Array:
     """``jax.lax.conv_transpose``: the same arguments and result, computed as the note read backwards.

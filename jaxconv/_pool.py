@@ -65,7 +65,8 @@ def window_options(layer: str, **options: Any) -> dict[str, Any]:
     Traceback (most recent call last):
     ValueError: MaxPool options disagree in rank: {'kernel_size': 2, 'stride': 3}
     """
-    frozen, ranks = {}, {}
+    frozen: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
     for name, value in options.items():
         rank = _rank(value)
         if name != "padding":

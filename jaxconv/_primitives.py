@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -50,23 +51,27 @@ def _out_dtype(spec: ConvSpec, dtype: Any) -> np.dtype:
     return np.dtype(dtype if spec.preferred_element_type is None else spec.preferred_element_type)
 
 
-def _conv_shape(x, w, spec):
+def _conv_shape(x: Any, w: Any, spec: ConvSpec) -> tuple[tuple[int, ...], np.dtype]:
     return (x.shape[0], w.shape[0]) + spec.geometry.out_spatial, _out_dtype(spec, x.dtype)
 
 
-def _col2im_shape(d, w, spec):
+def _col2im_shape(d: Any, w: Any, spec: ConvSpec) -> tuple[tuple[int, ...], np.dtype]:
     return (d.shape[0], w.shape[1] * spec.groups) + spec.geometry.in_spatial, _out_dtype(spec, d.dtype)
 
 
-def _filter_grad_shape(x, d, spec):
+def _filter_grad_shape(x: Any, d: Any, spec: ConvSpec) -> tuple[tuple[int, ...], np.dtype]:
     return (d.shape[1], x.shape[1] // spec.groups) + spec.geometry.kernel_size, _out_dtype(spec, d.dtype)
 
 
-def _define(name: str, impl, shape_rule) -> Primitive:
+def _define(
+    name: str,
+    impl: Callable[..., jax.Array],
+    shape_rule: Callable[[Any, Any, ConvSpec], tuple[tuple[int, ...], np.dtype]],
+) -> Primitive:
     prim = Primitive(name)
     prim.def_impl(lambda a, b, *, spec: jax.jit(impl, static_argnums=0)(spec, a, b))
 
-    def abstract_eval(a, b, *, spec):
+    def abstract_eval(a: Any, b: Any, *, spec: ConvSpec) -> Any:
         shape, dtype = shape_rule(a, b, spec)
         return a.update(shape=shape, dtype=dtype, weak_type=False)  # a's mesh and varying manual axes
 
@@ -87,27 +92,31 @@ def _cast(out: jax.Array, aval: Any) -> jax.Array:
     return out.astype(aval.dtype)
 
 
-def _conv_t_x(ct, x, w, *, spec):  # dL/dI = col2im(dL/dO_f F_f^T): Eq. 2, then col2im
+def _conv_t_x(ct: jax.Array, x: Any, w: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    # dL/dI = col2im(dL/dO_f F_f^T): Eq. 2, then col2im
     return _cast(col2im_p.bind(ct, w.astype(ct.dtype), spec=_plain(spec)), x.aval)
 
 
-def _conv_t_w(ct, x, w, *, spec):  # dL/dF_f = phi(I)^T dL/dO_f: Eq. 1
+def _conv_t_w(ct: jax.Array, x: jax.Array, w: Any, *, spec: ConvSpec) -> jax.Array:
+    # dL/dF_f = phi(I)^T dL/dO_f: Eq. 1
     return _cast(filter_grad_p.bind(x.astype(ct.dtype), ct, spec=_plain(spec)), w.aval)
 
 
-def _col2im_t_d(ct, d, w, *, spec):  # the conv's forward on the cotangent
+def _col2im_t_d(ct: jax.Array, d: Any, w: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    # the conv's forward on the cotangent
     return _cast(conv_p.bind(ct, w.astype(ct.dtype), spec=_plain(spec)), d.aval)
 
 
-def _col2im_t_w(ct, d, w, *, spec):  # Eq. 1 with the cotangent as the input and d as dL/dO
+def _col2im_t_w(ct: jax.Array, d: jax.Array, w: Any, *, spec: ConvSpec) -> jax.Array:
+    # Eq. 1 with the cotangent as the input and d as dL/dO
     return _cast(filter_grad_p.bind(ct, d.astype(ct.dtype), spec=_plain(spec)), w.aval)
 
 
-def _filter_grad_t_x(ct, x, d, *, spec):
+def _filter_grad_t_x(ct: jax.Array, x: Any, d: jax.Array, *, spec: ConvSpec) -> jax.Array:
     return _cast(col2im_p.bind(d.astype(ct.dtype), ct, spec=_plain(spec)), x.aval)
 
 
-def _filter_grad_t_d(ct, x, d, *, spec):
+def _filter_grad_t_d(ct: jax.Array, x: jax.Array, d: Any, *, spec: ConvSpec) -> jax.Array:
     return _cast(conv_p.bind(x.astype(ct.dtype), ct, spec=_plain(spec)), d.aval)
 
 
@@ -119,7 +128,9 @@ ad.defbilinear(filter_grad_p, _filter_grad_t_x, _filter_grad_t_d)
 # --- batching: a vmapped axis joins the batch, or the groups ------------------------------
 
 
-def _fold_batch(prim, images, other, axis, spec):
+def _fold_batch(
+    prim: Primitive, images: jax.Array, other: jax.Array, axis: int, spec: ConvSpec
+) -> tuple[jax.Array, int]:
     """Only the images are vmapped: ``B`` calls on ``N`` images are one call on ``B*N`` images."""
     images = jnp.moveaxis(images, axis, 0)
     size, batch = images.shape[:2]
@@ -132,10 +143,10 @@ def _images_as_groups(a: jax.Array, size: int) -> jax.Array:
     return a.swapaxes(0, 1).reshape((a.shape[1], size * a.shape[2]) + a.shape[3:])
 
 
-def _batch_rule(prim, images_second: bool):
+def _batch_rule(prim: Primitive, images_second: bool) -> Callable[..., tuple[jax.Array, int]]:
     """``prim(a, b)`` under vmap; ``images_second``: b is images too (Eq. 1), else b is the filters."""
 
-    def rule(args, dims, *, spec):
+    def rule(args: tuple[jax.Array, jax.Array], dims: tuple[Any, Any], *, spec: ConvSpec) -> tuple[jax.Array, int]:
         (a, b), (a_dim, b_dim) = args, dims
         if not images_second and b_dim is None:
             return _fold_batch(prim, a, b, a_dim, spec)

@@ -27,6 +27,8 @@ conv's forward and Eq. 1: the registration that differentiates the conv differen
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -74,7 +76,7 @@ def primal_filters(w: jax.Array, groups: int) -> jax.Array:
     return jnp.flip(swapped, axis=tuple(range(2, w.ndim)))
 
 
-def transposed_route(geometry: ConvGeometry, batch_groups: int, dtype) -> ConvGeometry | None:
+def transposed_route(geometry: ConvGeometry, batch_groups: int, dtype: Any) -> ConvGeometry | None:
     """The conv whose input gradient lax's conv of ``geometry`` is, where computing it so is equivalent.
 
     That is an input-dilated conv (``lhs_dilation > 1``) with window strides 1,

@@ -9,14 +9,15 @@ filters, so PyTorch's weight is its filter tensor as it stands, and
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import jax
 from jax import lax
 
 from jaxconv._api import add_bias, check_dtypes, make_spec
 from jaxconv._contraction import contraction_for
-from jaxconv._geometry import conv_geometry, dilate_dim
+from jaxconv._geometry import Padding, conv_geometry, dilate_dim
 from jaxconv._primitives import apply_conv_transpose
 from jaxconv._transpose import transposed_route
 from jaxconv._validate import as_array, as_dtype, as_int, as_shape, check_batch_rank, ntuple
@@ -86,7 +87,33 @@ def _conv_transpose(
     return add_bias(apply_conv_transpose(x, w, spec), b)
 
 
-def _conv_transpose_of_rank(spatial_dims: int):
+class ConvTransposeNd(Protocol):
+    """The signature of :func:`conv_transpose1d`, :func:`conv_transpose2d` and :func:`conv_transpose3d`.
+
+    >>> import inspect
+    >>> params = lambda fn: list(inspect.signature(fn).parameters.values())
+    >>> params(ConvTransposeNd.__call__)[1:] == params(conv_transpose2d)  # after self
+    True
+    """
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        w: jax.typing.ArrayLike,
+        b: jax.typing.ArrayLike | None = None,
+        *,
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] = 0,
+        output_padding: int | tuple[int, ...] = 0,
+        groups: int = 1,
+        dilation: int | tuple[int, ...] = 1,
+        precision: lax.PrecisionLike = None,
+        preferred_element_type: jax.typing.DTypeLike | None = None,
+        max_cols_bytes: int | str | None = "auto",
+    ) -> jax.Array: ...
+
+
+def _conv_transpose_of_rank(spatial_dims: int) -> ConvTransposeNd:
     name = f"conv_transpose{spatial_dims}d"
 
     def conv_transpose_nd(
@@ -100,7 +127,7 @@ def _conv_transpose_of_rank(spatial_dims: int):
         groups: int = 1,
         dilation: int | tuple[int, ...] = 1,
         precision: lax.PrecisionLike = None,
-        preferred_element_type: Any = None,
+        preferred_element_type: jax.typing.DTypeLike | None = None,
         max_cols_bytes: int | str | None = "auto",
     ) -> jax.Array:
         options = {k: v for k, v in locals().items() if k not in ("x", "w", "b", "spatial_dims")}
@@ -144,12 +171,12 @@ def conv_strategy(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
     *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    lhs_dilation: Any = 1,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    dilation: int | Sequence[int] = 1,
+    lhs_dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    dtype: Any = "float32",
+    dtype: jax.typing.DTypeLike = "float32",
     platform: str | None = None,
 ) -> str:
     """Which strategy jaxconv runs for a conv, as :func:`jaxconv.conv_general_dilated` would run it.
@@ -176,13 +203,13 @@ def conv_strategy(
     if len(w_shape) != len(x_shape):
         raise ValueError(f"w_shape {w_shape} and x_shape {x_shape} differ in rank")
     groups = as_int(groups, "groups", minimum=1)
-    dtype = as_dtype(dtype, "dtype")
+    numpy_dtype = as_dtype(dtype, "dtype")
     platform = jax.default_backend() if platform is None else platform
     geometry = conv_geometry(
         x_shape[2:], w_shape[2:], stride=stride, padding=padding, dilation=dilation, lhs_dilation=lhs_dilation
     )
     per_group = (w_shape[1], w_shape[0] // groups)
-    primal = transposed_route(geometry, 1, dtype)
+    primal = transposed_route(geometry, 1, numpy_dtype)
     if primal is None:
-        return contraction_for(platform, dtype, *per_group)
-    return "transposed/" + contraction_for(platform, dtype, *per_group[::-1])
+        return contraction_for(platform, numpy_dtype, *per_group)
+    return "transposed/" + contraction_for(platform, numpy_dtype, *per_group[::-1])

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconv._api import conv, lax_conv
-from jaxconv._geometry import check_windows_fit, conv_geometry
+from jaxconv._geometry import Padding, check_windows_fit, conv_geometry
 from jaxconv._pool import AvgPool, MaxPool, Params, Shape, check_in_shape, pool, window_options
 from jaxconv._validate import as_array, as_int, check_choice, ntuple
 
@@ -102,7 +102,7 @@ class Conv:
       backend: ``"im2col"`` (:func:`jaxconv.conv`, the note's backward) or ``"lax"``
         (:func:`jaxconv.lax_conv`).
       use_bias: whether to add a bias.
-      init: ``"he"`` (default, for a conv followed by ReLU) or ``"glorot"``.
+      init_scheme: ``"he"`` (default, for a conv followed by ReLU) or ``"glorot"``.
 
     >>> layer = Conv(4, 3, padding=1)
     >>> params, out_shape = layer.init(jax.random.key(0), (2, 8, 8))
@@ -115,7 +115,7 @@ class Conv:
     out_channels: int
     kernel_size: int | tuple[int, ...]
     stride: int | tuple[int, ...] = 1
-    padding: Any = 0
+    padding: Padding = 0
     dilation: int | tuple[int, ...] = 1
     groups: int = 1
     backend: Backend = "im2col"
@@ -141,7 +141,7 @@ class Conv:
                 f"divisible by groups (input shape {in_shape})"
             )
         kernel = ntuple(self.kernel_size, len(spatial), "kernel_size")
-        options = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+        options: dict[str, Any] = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
         check_windows_fit(conv_geometry(spatial, kernel, **options), what="Conv kernel")
         w_shape = (self.out_channels, channels // self.groups, *kernel)
         w = _initializer(self.init_scheme, in_axis=1, out_axis=0)(key, w_shape, jnp.float32)
@@ -168,7 +168,7 @@ class Dense:
     Args:
       out_features: output size.
       use_bias: whether to add a bias.
-      init: ``"glorot"`` (default) or ``"he"`` (for a hidden layer followed by ReLU).
+      init_scheme: ``"glorot"`` (default) or ``"he"`` (for a hidden layer followed by ReLU).
 
     >>> params, out_shape = Dense(3).init(jax.random.key(0), (5,))
     >>> params["w"].shape, out_shape

@@ -52,7 +52,7 @@ class Blocks:
     k: int = 32
     splits: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("m", "n", "k"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
@@ -93,7 +93,17 @@ def _padded_index(vector: np.ndarray, size: int) -> jax.Array:
     return jnp.asarray(np.pad(vector, (0, size - vector.shape[0])))
 
 
-def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: int, steps: int, acc_dtype, precision):
+def _gather_gemm_kernel(
+    src_ref: Any,
+    row_ref: Any,
+    col_ref: Any,
+    *refs: Any,
+    taps: bool,
+    block_k: int,
+    steps: int,
+    acc_dtype: Any,
+    precision: Any,
+) -> None:
     """One output tile: ``sum_k A[rows, k-block] @ B[k-block, cols]``, A gathered from ``src_ref``."""
     if taps:
         table_ref, row_tap_ref, col_tap_ref, b_ref, out_ref = refs
@@ -103,7 +113,7 @@ def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: i
     rows = row_ref[...]
     first = pl.program_id(3) * steps
 
-    def step(i, acc):
+    def step(i: jax.Array, acc: jax.Array) -> jax.Array:
         k = pl.ds((first + i) * block_k, block_k)
         address = rows[:, None] + col_ref[k][None, :]
         if taps:
@@ -116,12 +126,23 @@ def _gather_gemm_kernel(src_ref, row_ref, col_ref, *refs, taps: bool, block_k: i
     out_ref[...] = acc.astype(out_ref.dtype)
 
 
-def _accumulator(dtype) -> np.dtype:
+def _accumulator(dtype: Any) -> np.dtype:
     """float32, or float64 for float64 operands."""
     return jnp.dtype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
 
 
-def _call(src, b, row_off, col_off, taps, *, blocks, out_dtype, precision, interpret):
+def _call(
+    src: jax.Array,
+    b: jax.Array,
+    row_off: jax.Array,
+    col_off: jax.Array,
+    taps: tuple[jax.Array, jax.Array, jax.Array] | None,
+    *,
+    blocks: Blocks,
+    out_dtype: Any,
+    precision: Any,
+    interpret: bool,
+) -> jax.Array:
     """The ``pallas_call`` on padded operands: grid (row tiles, column tiles, groups, splits)."""
     groups, depth_padded, cols_padded = b.shape
     rows_padded = row_off.shape[0]
@@ -164,7 +185,7 @@ def gather_gemm(
     taps: TapGather | None = None,
     *,
     blocks: Blocks,
-    out_dtype,
+    out_dtype: jax.typing.DTypeLike,
     precision: Any = lax.Precision.HIGHEST,
     interpret: bool,
 ) -> jax.Array:

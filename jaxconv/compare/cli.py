@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 
@@ -19,6 +19,8 @@ from jaxconv.compare.report import check_writable, format_results, wrap, write_c
 from jaxconv.compare.runners import Settings, check_settings, run_cases
 
 PRECISIONS = ("default", "high", "highest")
+# --torch -> compare()'s torch argument.
+TORCH_CHOICES: dict[str, bool | Literal["auto"]] = {"auto": "auto", "on": True, "off": False}
 
 
 def option_type(
@@ -116,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="and about this many seconds per measurement (default 0.5)",
     )
     parser.add_argument(
-        "--torch", choices=("auto", "on", "off"), default="auto", help="also time PyTorch (auto: when installed)"
+        "--torch", choices=tuple(TORCH_CHOICES), default="auto", help="also time PyTorch (auto: when installed)"
     )
     parser.add_argument(
         "--tolerance",
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 dtype=dtype,
                 repeats=args.repeats,
                 min_time=args.min_time,
-                torch={"auto": "auto", "on": True, "off": False}[args.torch],
+                torch=TORCH_CHOICES[args.torch],
                 tolerance=args.tolerance,
                 seed=args.seed,
                 precision=args.precision,

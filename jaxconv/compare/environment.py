@@ -73,7 +73,7 @@ def version(package: str) -> str | None:
 def environment() -> dict[str, Any]:
     """The machine and the versions: what a benchmark result must be read with."""
     info: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cores": cpu_count(),
         "platform": platform.platform(),

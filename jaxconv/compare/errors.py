@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, cast, overload
 
 import jax
 import numpy as np
@@ -54,7 +54,7 @@ def precision_level(precision: Any = None) -> lax.Precision:
     Precision.HIGHEST
     """
     if precision is None:
-        precision = jax.config.jax_default_matmul_precision
+        precision = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]  # a dynamic attribute
         if precision is None:
             return lax.Precision.DEFAULT
         try:
@@ -81,7 +81,7 @@ def arithmetic(dtype: Any, precision: Any = None, platform: str = "cpu") -> str:
     >>> arithmetic("bfloat16", "default", "gpu")
     'bfloat16'
     """
-    name = as_dtype(dtype, "dtype").name
+    name = cast(np.dtype, as_dtype(dtype, "dtype")).name
     if name not in TOLERANCES:
         raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}, got {name}")
     level = precision_level(precision)
@@ -131,6 +131,12 @@ class Error:
         return cls(error, error / scale if scale > 0 else (0.0 if error == 0 else math.inf))
 
 
+@overload
+def max_rel(errors: dict[str, Error]) -> float: ...
+@overload
+def max_rel(errors: None) -> None: ...
+@overload
+def max_rel(errors: dict[str, Error] | None) -> float | None: ...
 def max_rel(errors: dict[str, Error] | None) -> float | None:
     """The largest relative error of a set, None for no set."""
     return None if errors is None else max(e.rel for e in errors.values())

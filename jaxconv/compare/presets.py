@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from jaxconv.compare.cases import Case
 
@@ -99,7 +99,7 @@ dims, strides 2 to 8), depthwise (dilated, strided, channel multiplier 2), 8 and
 WaveNet-like dilated 1-d convs. ``slowpaths-gpu``: the same kinds at GPU sizes."""
 
 
-def as_cases(cases: str | Case | Sequence[Case | str]) -> list[Case]:
+def as_cases(cases: str | Case | Iterable[Case | str]) -> list[Case]:
     """A preset name, a case, a spec string, or a sequence of cases and spec strings, as a list of cases.
 
     >>> [c.name for c in as_cases(["name=a x=1,1,4,4 w=1,1,3,3", PRESETS["cnn"][0]])]

@@ -81,7 +81,7 @@ class CaseResult:
         if not self.max_rel_error <= self.tolerance:
             return False
         torch_tolerance = self.tolerance if self.torch_tolerance is None else self.torch_tolerance
-        return self.torch_errors is None or self.torch_max_rel_error <= torch_tolerance
+        return self.torch_errors is None or max_rel(self.torch_errors) <= torch_tolerance
 
     @property
     def timed(self) -> bool:

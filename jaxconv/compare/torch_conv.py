@@ -10,7 +10,7 @@ swapped per group (:func:`transpose_arguments`, :func:`to_transpose_weight`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jax
 import numpy as np
@@ -125,8 +125,9 @@ def torch_functions(
     transposed = case.lhs_dilated
     if transposed:  # PyTorch holds the filters of a transposed conv flipped and in/out swapped
         transpose = transpose_arguments(case)
-        inputs = [inputs[0], to_transpose_weight(inputs[1], case.groups), *inputs[2:]]
-    x, w, b, g = (None if a is None else torch.tensor(a, device=device, dtype=torch_dtype) for a in inputs)
+        inputs = [inputs[0], to_transpose_weight(cast(np.ndarray, inputs[1]), case.groups), *inputs[2:]]
+    tensors: list[Any] = [None if a is None else torch.tensor(a, device=device, dtype=torch_dtype) for a in inputs]
+    x, w, b, g = tensors
     if channels_last:
         x, w, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, w, g))
     params = (x, w) + ((b,) if b is not None else ())
@@ -137,7 +138,7 @@ def torch_functions(
     # F.pad wants (last_lo, last_hi, ..., first_lo, first_hi); negative pads crop.
     pad_arg = tuple(p for lo_hi in reversed(pads) for p in lo_hi)
 
-    def torch_conv(x, w, b):
+    def torch_conv(x: Any, w: Any, b: Any) -> Any:
         if transposed:
             conv_transpose_nd = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(case.x) - 2]
             return conv_transpose_nd(x, w, b, groups=case.groups, **transpose)
@@ -148,7 +149,7 @@ def torch_functions(
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def forward():
+    def forward() -> Any:
         with torch.no_grad():
             out = torch_conv(x, w, b)
         sync()
@@ -156,14 +157,14 @@ def torch_functions(
 
     leaves = tuple(p.detach().requires_grad_(True) for p in params)
 
-    def value_and_grad():
+    def value_and_grad() -> tuple[Any, Any]:
         out = torch_conv(*leaves, *(() if b is not None else (None,)))
         loss = torch.sum(out * g)
         grads = torch.autograd.grad(loss, leaves)
         sync()
         return loss, grads
 
-    def outputs():
+    def outputs() -> tuple[np.ndarray, ...]:
         out = torch_conv(*leaves, *(() if b is not None else (None,)))
         grads = torch.autograd.grad(out, leaves, grad_outputs=g)
         out, dx, dw, *db = (t.detach().to("cpu", torch.float64).numpy() for t in (out, *grads))

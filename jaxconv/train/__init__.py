@@ -1,4 +1,4 @@
-"""Training a CNN with the custom-VJP conv: :func:`fit` and the ``jaxconv train`` command.
+"""Training a CNN with the conv differentiated by the note: :func:`fit` and the ``jaxconv train`` command.
 
 The Python API, for scripts and notebooks::
 

@@ -41,7 +41,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be restored: damaged, not a jaxconv checkpoint, or written by another model."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Calls ``write(file)`` on a temporary file next to ``path``, then renames it to ``path``.
 
     Either the old file or the complete new one is at ``path``, never a partial one.
@@ -94,7 +94,7 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict[str, Any] | None = N
     >>> bool(jnp.all(jax.random.key_data(restored["key"]) == jax.random.key_data(tree["key"])))
     True
     """
-    arrays = {}
+    arrays: dict[str, Any] = {}
     records = []
     for i, leaf in enumerate(jax.tree.leaves(tree)):
         record: dict[str, Any] = {}

@@ -9,6 +9,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from typing import Any, cast
 
 import jax
 
@@ -22,7 +24,7 @@ from jaxconv.train.loop import RunExistsError, TrainingInterrupted, TrainResult,
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what shells report for Ctrl-C
 ERROR_STATUS = 2
 
-_CLI_OPTIONS = {
+_CLI_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     # config field: (flags, argparse keywords)
     "data": (("--data",), dict(metavar="FILE.npz", help="an .npz with x_train, y_train, x_test, y_test "
                                "(images (N,H,W), (N,C,H,W) or (N,H,W,C), uint8 or float); default: sklearn's 8x8 "
@@ -112,7 +114,7 @@ def _flag(option: str) -> str:
 
 
 @contextlib.contextmanager
-def _naming_flags():
+def _naming_flags() -> Iterator[None]:
     """TrainConfig's errors name the field (``seed must be >= 0``); on the command line, name the flag."""
     try:
         yield
@@ -124,12 +126,12 @@ def _naming_flags():
 
 
 @contextlib.contextmanager
-def _warnings_as_lines():
+def _warnings_as_lines() -> Iterator[None]:
     """Shows each :class:`DataWarning` as one ``jaxconv train: warning:`` line on stderr, from process 0 only."""
     with warnings.catch_warnings():
         show = warnings.showwarning
 
-        def show_line(message, category, *args, **kwargs):
+        def show_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
             if not issubclass(category, DataWarning):
                 show(message, category, *args, **kwargs)
             elif jax.process_index() == 0:
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             if jax.process_count() > 1 and args.out is None and args.resume is None:
                 raise ValueError("a multi-process run needs --out DIR (or --resume DIR), the same in every process")
             config, resume = config_from_args(args)
-            if getattr(args, "data", None) is not None and not os.path.exists(config.data):
+            if getattr(args, "data", None) is not None and not os.path.exists(cast(str, config.data)):
                 raise FileNotFoundError(f"--data {args.data}: no such file")
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
             return _error(error)
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace, config: TrainConfig, resume: bool) -> TrainResult:
     quiet = getattr(args, "quiet", False) or jax.process_index() > 0  # process 0 speaks for all
     overwrite = getattr(args, "overwrite", False)
-    if overwrite and os.path.isfile(rundir.checkpoint_path(config.out_dir)) and jax.process_index() == 0:
+    if overwrite and os.path.isfile(rundir.checkpoint_path(rundir.out_dir_of(config))) and jax.process_index() == 0:
         print(
             f"note: --overwrite: the run saved in {config.out_dir} is replaced by a new one "
             "(it stays until the new run saves its first checkpoint)"

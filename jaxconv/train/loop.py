@@ -157,7 +157,7 @@ def fit(
         if len(state.history) >= config.epochs:  # a finished run: no set-up to report, nothing written
             return _result(run, state, 0.0, trained_steps=0)
         _log_setup(run, state, log, resume=resume)
-        created = rundir.check_writable(config.out_dir) if run.saves else ()
+        created = rundir.check_writable(rundir.out_dir_of(config)) if run.saves else ()
         try:
             return _train(run, state, progress, log, resume=resume)
         except BaseException:
@@ -178,7 +178,7 @@ def _train(run: _Run, state: RunState, progress: bool, log: Callable[[str], None
         saved = _save_interrupted(run, state) if state.step > start_step or resume else None
         raise TrainingInterrupted(len(state.history) + 1, state.step, saved) from None
     if run.saves:
-        rundir.plot_curves(state.history, os.path.join(run.config.out_dir, rundir.CURVES), title=_title(run))
+        rundir.plot_curves(state.history, os.path.join(rundir.out_dir_of(run.config), rundir.CURVES), title=_title(run))
     return _result(run, state, compile_time_s, trained_steps=state.step - start_step)
 
 
@@ -366,7 +366,7 @@ def _save_interrupted(run: _Run, state: RunState) -> str | None:
         return None
     saved = rundir.save(run.config, state, run.steps_per_epoch, replacing=run.replacing, info=_info(run))
     if state.history:
-        rundir.plot_curves(state.history, os.path.join(run.config.out_dir, rundir.CURVES), title=_title(run))
+        rundir.plot_curves(state.history, os.path.join(rundir.out_dir_of(run.config), rundir.CURVES), title=_title(run))
     return saved
 
 

@@ -13,7 +13,7 @@ batch (``jax.make_array_from_process_local_data``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -93,7 +93,8 @@ def split_rows(rows: np.ndarray, mesh: Mesh) -> jax.Array:
     sharding = split(mesh)
     if jax.process_count() == 1:
         return jax.device_put(rows, sharding)
-    indices = sharding.addressable_devices_indices_map(rows.shape).values()
+    # Every device of a 1-D split holds rows, so no index is None.
+    indices = cast("list[tuple[slice, ...]]", list(sharding.addressable_devices_indices_map(rows.shape).values()))
     start, stop = min(index[0].start or 0 for index in indices), max(index[0].stop or len(rows) for index in indices)
     return jax.make_array_from_process_local_data(sharding, rows[start:stop], rows.shape)
 

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 
@@ -47,6 +47,11 @@ class RunState(NamedTuple):
     correct: int
     seen: int
     train_time_s: float
+
+
+def out_dir_of(config: TrainConfig) -> str:
+    """``config.out_dir``, for the functions that write or read a run's files: only called when it is set."""
+    return cast(str, config.out_dir)
 
 
 def checkpoint_path(out_dir: str | os.PathLike) -> str:
@@ -129,7 +134,7 @@ def save(
     holds a complete run at every moment. ``replacing`` (a new run over an old
     one's files): the old run's ``curves.png`` goes too, once the new checkpoint is in place.
     """
-    path = checkpoint_path(config.out_dir)
+    path = checkpoint_path(out_dir_of(config))
     metadata = {
         "config": dataclasses.asdict(config),
         "epoch": len(state.history),
@@ -147,7 +152,7 @@ def save(
     write_metrics(config, state.history, info)
     if replacing:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(config.out_dir, CURVES))
+            os.remove(os.path.join(out_dir_of(config), CURVES))
     return path
 
 
@@ -157,8 +162,8 @@ def restore(config: TrainConfig, template: RunState, steps_per_epoch: int) -> Ru
     Raises:
       CheckpointError: naming the file, if it is damaged or written by a run that ``config`` does not continue.
     """
-    path = checkpoint_path(config.out_dir)
-    check_resumable(read_config(config.out_dir), config)
+    path = checkpoint_path(out_dir_of(config))
+    check_resumable(read_config(out_dir_of(config)), config)
     tree = {"params": template.params, "opt_state": template.opt_state, "key": template.key}
     tree, metadata = checkpoint.load(path, tree)
     try:
@@ -207,7 +212,7 @@ def write_metrics(config: TrainConfig, history: Sequence[dict[str, Any]], info: 
     """``metrics.json``: the config, ``info`` (such as the device count) and one entry per epoch, atomically."""
     metrics = {"config": dataclasses.asdict(config), **(info or {}), "history": list(history)}
     text = json.dumps(metrics, indent=2)
-    checkpoint.atomic_write(os.path.join(config.out_dir, METRICS), lambda file: file.write(text.encode()))
+    checkpoint.atomic_write(os.path.join(out_dir_of(config), METRICS), lambda file: file.write(text.encode()))
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> None:

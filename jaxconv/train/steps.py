@@ -195,11 +195,15 @@ def evaluate(
     n = len(x)
     devices = 1 if mesh is None else mesh.size
     batch_size = -(-max(1, min(batch_size, n)) // devices) * devices
+    x_all: np.ndarray | jax.Array
+    y_all: np.ndarray | jax.Array
     if mesh is None:
         x_all, y_all = jnp.asarray(x), jnp.asarray(y)
     else:
         x_all, y_all = (v if _replicated_on(v, mesh) else parallel.replicate(v, mesh) for v in (x, y))
     loss_sum, correct = 0.0, 0
+    indices: np.ndarray | jax.Array
+    mask: np.ndarray | jax.Array
     for start in range(0, n, batch_size):
         indices = np.arange(start, start + batch_size)
         mask = indices < n
