@@ -16,8 +16,8 @@
 # %% [markdown]
 # # 01 · The derivation, checked number by number
 #
-# This notebook walks through Jiashu Xu's note *BP for convolutional layer*
-# (`bp-for-conv-layer.md`, linked from the README) on shapes small enough to print, and checks every
+# This notebook walks through Jiashu Xu's note *BP for convolutional layer* (retold in the docs'
+# [derivation](../docs/derivation.md)) on shapes small enough to print, and checks every
 # step against JAX's own differentiation of `jax.lax.conv_general_dilated`:
 #
 # 1. build $\phi(I)$ (im2col) and $F_f$ (the flattened filters);

@@ -1,4 +1,4 @@
-"""The README's flax.linen, flax.nnx and equinox snippets, run, and checked against the same models on lax."""
+"""docs/drop-in.md's flax.linen, flax.nnx and equinox snippets, run, and checked against the same models on lax."""
 
 import pathlib
 import re
@@ -13,19 +13,19 @@ from jax import lax
 pytest.importorskip("flax")
 pytest.importorskip("equinox")
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "drop-in.md"
 
 
 @pytest.fixture(scope="module")
 def snippets():
     """Executes the section's python blocks in order, in one fresh namespace, as a reader would paste them."""
-    text = README.read_text()
+    text = PAGE.read_text()
     section = text.split("## In flax and equinox", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 3
     namespace = {}
     for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+        exec(compile(block, str(PAGE), "exec"), namespace)
     return namespace
 
 
