@@ -24,13 +24,7 @@ from jax import lax
 from jax.custom_batching import custom_vmap
 
 from jaxconv._budget import batch_chunk
-
-
-def varying_axes(a: jax.Array) -> frozenset[str]:
-    """The ``shard_map`` mesh axes ``a`` varies over (empty outside ``shard_map``)."""
-    aval = jax.typeof(a)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
-    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+from jaxconv._compat import varying_axes
 
 
 def match_varying_axes(*arrays: jax.Array | None) -> list[Any]:

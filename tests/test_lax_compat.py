@@ -611,7 +611,7 @@ def test_out_sharding_is_honoured_as_lax_does(as_spec):
     "out_sharding, error, match",
     [
         ("bogus", TypeError, "out_sharding must be None, a NamedSharding or a PartitionSpec, got 'bogus'"),
-        (jax.sharding.PartitionSpec(), ValueError, r"out_sharding=P\(\) is a PartitionSpec, which needs a mesh"),
+        (jax.sharding.PartitionSpec(), ValueError, r"out_sharding=P\w*\(\) is a PartitionSpec, which needs a mesh"),
     ],
 )
 def test_a_bad_out_sharding_is_refused_before_the_conv_runs(monkeypatch, out_sharding, error, match):
