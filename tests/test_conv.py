@@ -378,3 +378,16 @@ def test_half_precision_filter_gradient_does_not_drift_with_chunks(dtype):
 
     whole, one_image_chunks = error(None), error(1)
     assert one_image_chunks <= 1.5 * whole + 1e-3, (one_image_chunks, whole)
+
+
+def test_bfloat16_input_gradient_is_no_worse_than_lax():
+    """dL/dphi stays float32 until col2im has summed the overlapping windows, as lax accumulates."""
+    rng = np.random.default_rng(5)
+    x, w, cotangent = (random_array(rng, shape) for shape in ((2, 64, 16, 16), (64, 64, 3, 3), (2, 64, 16, 16)))
+    lax_conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))
+    dx = lambda conv, *args: jax.vjp(lambda x: conv(x, args[1]), args[0])[1](args[2])[0].astype(jnp.float32)
+    reference = dx(lax_conv, x, w, cotangent)
+    error = lambda a: float(jnp.abs(a - reference).max() / jnp.abs(reference).max())
+    half = [a.astype(jnp.bfloat16) for a in (x, w, cotangent)]
+    ours = error(dx(lambda x, w: jaxconv.conv2d(x, w, padding=1), *half))
+    assert ours <= 1.05 * error(dx(lax_conv, *half)), ours
