@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxconv
-from jaxconv._conv import conv_forward, conv_vjp, from_output, to_output, unflatten_filters
+from jaxconv._conv import from_output, to_output, unflatten_filters
+from jaxconv._custom_vjp import conv_forward, conv_vjp
 from jaxconv.compare import time_interleaved
 
 MIB = 2**20

@@ -39,7 +39,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jaxconv._batching import match_varying_axes, under_auto_axes
-from jaxconv._conv import ConvSpec, _filter_grad, _forward, _transposed_forward, add_bias, conv_forward
+from jaxconv._conv import ConvSpec, _filter_grad, _forward, _transposed_forward, add_bias
 
 
 def _plain(spec: ConvSpec) -> ConvSpec:
@@ -181,7 +181,7 @@ def conv_with_bias(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSp
 def apply_conv(x: jax.Array, w: jax.Array, b: jax.Array | None, spec: ConvSpec) -> jax.Array:
     """Jitted entry point: the primitives for inexact dtypes, the plain forward for integers and bool."""
     if not jnp.issubdtype(x.dtype, jnp.inexact):
-        return under_auto_axes(functools.partial(conv_forward, spec=spec), x, w, b)
+        return under_auto_axes(functools.partial(conv_with_bias, spec=spec), x, w, b)
     # Inside shard_map a replicated w meets a sharded x: the products must see them vary alike (dL/dW is
     # then summed over the devices by the cast's own transpose, as for lax's conv).
     x, w, b = match_varying_axes(x, w, b)

@@ -38,7 +38,7 @@
 # 3. values, gradients and times on a few small cases, measured by `jaxconv.compare`.
 #
 # The file's name is for the other way to attach the note's backward pass to a function, a
-# `jax.custom_vjp`: jaxconv keeps one, `jaxconv._conv.conv_vjp`, on the same formulas, and section 2
+# `jax.custom_vjp`: jaxconv keeps one, `jaxconv._custom_vjp.conv_vjp`, on the same formulas, and section 2
 # shows what it cannot do.
 #
 # Everything is float32, what a network trains in; notebooks 01 and 02 used float64 to check identities
@@ -57,7 +57,7 @@ from jax import lax
 
 import jaxconv
 from jaxconv._api import conv_spec
-from jaxconv._conv import conv_vjp
+from jaxconv._custom_vjp import conv_vjp
 from jaxconv.compare import PRESETS, TOLERANCES, compare, format_results
 from nbhelpers import style_figures
 

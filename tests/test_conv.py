@@ -32,7 +32,7 @@ from jax.test_util import check_grads
 
 import jaxconv
 from jaxconv._api import conv_spec
-from jaxconv._conv import conv_vjp
+from jaxconv._custom_vjp import conv_vjp
 
 
 def _x64(dtype):
@@ -94,7 +94,7 @@ def test_conv_matches_lax_per_dtype(case, dtype):
 
 
 def _custom_vjp_conv(x, w, b=None, **kwargs):
-    """The conv through ``jax.custom_vjp`` (``jaxconv._conv.conv_vjp``): the note's backward, reverse mode only."""
+    """The conv through ``jax.custom_vjp`` (``jaxconv._custom_vjp.conv_vjp``): reverse mode only."""
     return conv_vjp(x, w, b, conv_spec(x, w, b, **kwargs))
 
 
