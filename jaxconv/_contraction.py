@@ -31,7 +31,6 @@ from jaxconv._geometry import ConvGeometry
 from jaxconv._im2col import add_slabs, window_slabs
 
 Contraction = Literal["gemm", "multiply_reduce"]
-CONTRACTIONS = ("gemm", "multiply_reduce")
 _GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 #: Largest per-group channels x filters (``C/G * FN/G``) contracted by multiply-reduce, per platform.
